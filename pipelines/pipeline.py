@@ -1,0 +1,74 @@
+"""read -> reconstruct -> write: one input file to NIfTI and PNG outputs (and metrics with a reference)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.data import CTAcquisition, ImageVolume, MRIAcquisition
+from pipelines.io.nifti import write_nifti
+from pipelines.io.png import write_png
+from pipelines.metrics import evaluate_volume
+from pipelines.reconstructors import Progress, get
+
+Acquisition = MRIAcquisition | CTAcquisition
+
+
+def modality_of(acq: Acquisition) -> str:
+    if isinstance(acq, MRIAcquisition):
+        return "mri"
+    if isinstance(acq, CTAcquisition):
+        return "ct"
+    raise TypeError(f"not an acquisition: {type(acq).__name__}")
+
+
+def load(path: str | Path) -> Acquisition:
+    from pipelines.io.detect import load_acquisition
+
+    return load_acquisition(path)
+
+
+@dataclass
+class ReconstructionResult:
+    volume: ImageVolume
+    outputs: dict[str, Path] = field(default_factory=dict)
+    metrics: dict[str, float] | None = None
+
+
+def reconstruct(acq: Acquisition, method: str, params: dict[str, Any] | None = None,
+                progress: Progress | None = None) -> ReconstructionResult:
+    """Run ``method`` on an acquisition; metrics against its reference when it has one."""
+    reconstructor = get(modality_of(acq), method)
+    volume = reconstructor.run(acq, dict(params or {}), progress)
+    metrics = None
+    if acq.reference is not None:
+        metrics = evaluate_volume(acq.reference, volume.magnitude())
+    return ReconstructionResult(volume, {}, metrics)
+
+
+def output_paths(input_path: Path, method: str, out: Path) -> tuple[Path, Path, Path]:
+    """NIfTI, PNG and metrics paths: ``out`` is a ``.nii``/``.nii.gz`` file or a directory."""
+    name = out.name
+    if name.endswith(".nii.gz") or name.endswith(".nii"):
+        stem = name.removesuffix(".gz").removesuffix(".nii")
+        return out, out.with_name(stem + ".png"), out.with_name(stem + ".metrics.json")
+    stem = input_path.name.removesuffix(".h5").removesuffix(".hdf5") + f"_{method}"
+    return out / f"{stem}.nii.gz", out / f"{stem}.png", out / f"{stem}.metrics.json"
+
+
+def reconstruct_file(path: str | Path, method: str, out: str | Path, params: dict[str, Any] | None = None,
+                     progress: Progress | None = None) -> ReconstructionResult:
+    """Read ``path``, reconstruct with ``method``, write NIfTI + PNG (+ metrics JSON) under ``out``."""
+    path, out = Path(path), Path(out)
+    acq = load(path)
+    result = reconstruct(acq, method, params, progress)
+    nifti, png, metrics_path = output_paths(path, method, out)
+    magnitude = result.volume.magnitude()
+    result.outputs["nifti"] = write_nifti(nifti, magnitude, result.volume.affine)
+    result.outputs["png"] = write_png(png, magnitude)
+    if result.metrics is not None:
+        metrics_path.write_text(json.dumps({"method": method, "source": str(path), **result.metrics}, indent=2))
+        result.outputs["metrics"] = metrics_path
+    return result

@@ -1,0 +1,1 @@
+"""Simulated acquisitions with ground truth: brain MRI (``mri``) and CT (``ct``)."""

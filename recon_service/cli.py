@@ -1,0 +1,255 @@
+"""The ``recon`` command line: simulate, reconstruct, evaluate, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pipelines.data import InputError
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_params(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["lam=0.01", "maps=espirit"]`` -> ``{"lam": 0.01, "maps": "espirit"}``."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param expects KEY=VALUE, got {item!r}")
+        params[key.strip()] = _parse_value(value.strip())
+    return params
+
+
+def parse_method_params(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """``["cg-sense.lam=0.01"]`` -> ``{"cg-sense": {"lam": 0.01}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in parse_params(items).items():
+        method, dot, name = key.partition(".")
+        if not dot:
+            raise ValueError(f"--param for evaluate expects METHOD.KEY=VALUE, got {key!r}")
+        out.setdefault(method, {})[name] = value
+    return out
+
+
+class _Bar:
+    """A tqdm bar driven by ``progress(done, total)`` callbacks."""
+
+    def __init__(self, desc: str):
+        self.bar = tqdm(desc=desc, unit="step", file=sys.stderr, leave=False)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# ---------------------------------------------------------------- simulate
+
+def _write_mri_set(out: Path, specs, cfg) -> list[Path]:
+    from pipelines.io.fastmri import write_fastmri
+
+    from pipelines.simulate.mri import simulate
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for spec, acq in tqdm(simulate(specs, cfg), total=len(specs), desc=f"simulating {out.name}", unit="file",
+                          file=sys.stderr):
+        written.append(write_fastmri(out / spec.file_name, acq))
+    return written
+
+
+def cmd_simulate_mri(args: argparse.Namespace) -> int:
+    from pipelines.simulate import mri
+
+    cfg = mri.MRISimulationConfig(size=args.size, coils=args.coils, slices=args.slices, snr_db=args.snr,
+                                  mask=args.mask, readout_oversampling=args.readout_oversampling, seed=args.seed)
+    cfg.validate()
+    out = Path(args.out)
+    if args.set:
+        names = list(mri.BENCHMARK_SETS) if args.set == "all" else [args.set]
+        total = 0
+        for name in names:
+            split, contrasts, orientations, accelerations = mri.BENCHMARK_SETS[name]
+            specs = mri.plan(split, contrasts, orientations, accelerations, cfg, args.max_files)
+            total += len(_write_mri_set(out / name, specs, cfg))
+        print(f"wrote {total} files under {out}")
+        return 0
+    specs = mri.plan(args.split, tuple(args.contrast), tuple(args.orientation), tuple(args.acceleration), cfg,
+                     args.max_files)
+    if not specs:
+        raise ValueError(f"no slabs of split {args.split!r} in the requested orientations")
+    written = _write_mri_set(out, specs, cfg)
+    print(f"wrote {len(written)} files to {out}")
+    return 0
+
+
+def cmd_simulate_ct(args: argparse.Namespace) -> int:
+    from pipelines.simulate.ct import simulate_ct_dataset
+
+    bar = _Bar("simulating CT")
+    try:
+        written = simulate_ct_dataset(Path(args.out), views=args.views, arc_deg=args.arc, geometry=args.geometry,
+                                      noise_i0=args.noise, source=args.source, size=args.size, slices=args.slices,
+                                      seed=args.seed, progress=bar)
+    finally:
+        bar.close()
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------- reconstruct / evaluate
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from pipelines.pipeline import reconstruct_file
+
+    bar = _Bar(f"{args.method}")
+    try:
+        result = reconstruct_file(args.input, args.method, args.out, parse_params(args.param), progress=bar)
+    finally:
+        bar.close()
+    for kind, path in result.outputs.items():
+        print(f"{kind}: {path}")
+    if result.metrics:
+        print("  ".join(f"{k.upper()} {v:.4f}" for k, v in result.metrics.items()))
+    return 0
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"{'method':<18} {'PSNR (dB)':>16} {'SSIM':>16} {'NMSE':>18} {'s/slice':>9}"]
+    for name, m in summary["methods"].items():
+        lines.append(f"{name:<18} {m['psnr']['mean']:>8.2f} ± {m['psnr']['std']:<5.2f} "
+                     f"{m['ssim']['mean']:>8.4f} ± {m['ssim']['std']:<5.3f} "
+                     f"{m['nmse']['mean']:>9.5f} ± {m['nmse']['std']:<6.4f} {m['seconds_per_slice']:>9.3f}")
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipelines.evaluate import dataset_files, evaluate_directory
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ValueError("--methods is empty")
+    files = dataset_files(args.directory)[:args.max_files]
+    bar = tqdm(total=len(files) * len(methods), desc="evaluating", unit="recon", file=sys.stderr)
+    try:
+        summary = evaluate_directory(args.directory, methods, parse_method_params(args.param), args.max_files,
+                                     progress=lambda name, method: bar.update(1))
+    finally:
+        bar.close()
+    print(f"{summary['dataset']}: {summary['volumes']} volumes")
+    print(format_summary(summary))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+        print(f"json: {args.json}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from pipelines.reconstructors import available
+
+    for r in available():
+        print(f"{r.modality:<4} {r.name:<16} {r.description}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recon_service.demo import run_demo
+
+    return run_demo(Path(args.out))
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipelines.simulate.brain import CONTRASTS, ORIENTATIONS
+    from pipelines.simulate.mri import BENCHMARK_SETS, SPLITS
+
+    parser = argparse.ArgumentParser(prog="recon", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="write simulated acquisitions with ground truth")
+    sim_sub = sim.add_subparsers(dest="modality", required=True)
+    mri = sim_sub.add_parser("mri", help="multi-coil brain MRI (fastMRI HDF5 files)")
+    mri.add_argument("--out", required=True, help="output directory")
+    mri.add_argument("--slices", type=int, default=8, help="slices per file (default 8)")
+    mri.add_argument("--coils", type=int, default=8, help="receive coils (default 8)")
+    mri.add_argument("--acceleration", type=float, nargs="+", default=[4.0],
+                     help="one or more accelerations; 1 writes fully sampled k-space (default 4)")
+    mri.add_argument("--contrast", nargs="+", default=["t1"], choices=CONTRASTS)
+    mri.add_argument("--orientation", nargs="+", default=["axial"], choices=ORIENTATIONS)
+    mri.add_argument("--split", default="test", choices=SPLITS)
+    mri.add_argument("--set", choices=[*BENCHMARK_SETS, "all"],
+                     help="a standard benchmark set (overrides split/contrast/orientation/acceleration); "
+                          "'all' writes every set into its own subdirectory")
+    mri.add_argument("--size", type=int, default=128, help="matrix size (default 128, 240 mm FOV)")
+    mri.add_argument("--snr", type=float, default=30.0, help="SNR in dB (default 30)")
+    mri.add_argument("--mask", default="random", choices=["random", "equispaced", "poisson"])
+    mri.add_argument("--readout-oversampling", type=int, default=1, choices=[1, 2])
+    mri.add_argument("--max-files", type=int, default=None, help="at most this many files per set")
+    mri.add_argument("--seed", type=int, default=0)
+    mri.set_defaults(func=cmd_simulate_mri)
+
+    ct = sim_sub.add_parser("ct", help="sparse-view CT sinograms (HDF5)")
+    ct.add_argument("--out", required=True)
+    ct.add_argument("--views", type=int, required=True, help="number of projection views")
+    ct.add_argument("--arc", type=float, default=180.0, help="angular range in degrees (default 180)")
+    ct.add_argument("--geometry", default="parallel", choices=["parallel", "fan", "fan-flat"])
+    ct.add_argument("--noise", type=float, default=None, help="incident photon count I0 (default: noiseless)")
+    ct.add_argument("--source", default="shepp-logan",
+                    help="shepp-logan, ellipsoids, brain, or a DICOM CT directory / NIfTI file")
+    ct.add_argument("--size", type=int, default=128)
+    ct.add_argument("--slices", type=int, default=16)
+    ct.add_argument("--seed", type=int, default=0)
+    ct.set_defaults(func=cmd_simulate_ct)
+
+    rec = sub.add_parser("reconstruct", help="reconstruct one acquisition file")
+    rec.add_argument("input", help="fastMRI / ISMRMRD / sinogram HDF5 file")
+    rec.add_argument("--method", required=True, help="see `recon methods`")
+    rec.add_argument("--out", required=True, help="output directory, or a .nii/.nii.gz path")
+    rec.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
+    rec.set_defaults(func=cmd_reconstruct)
+
+    ev = sub.add_parser("evaluate", help="PSNR/SSIM/NMSE of methods on a directory with references")
+    ev.add_argument("directory")
+    ev.add_argument("--methods", required=True, help="comma-separated method names")
+    ev.add_argument("--json", help="write the summary JSON here")
+    ev.add_argument("--max-files", type=int, default=None)
+    ev.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE")
+    ev.set_defaults(func=cmd_evaluate)
+
+    sub.add_parser("methods", help="list reconstruction methods").set_defaults(func=cmd_methods)
+
+    demo = sub.add_parser("demo", help="simulate a brain study, reconstruct it with each method, print metrics")
+    demo.add_argument("--out", default="demo-out")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (InputError, ValueError, FileNotFoundError) as err:
+        print(f"recon: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
