@@ -21,6 +21,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import scipy.fft
 
 from models.physics.mri.masks import count_center_lines, mask_from_kspace
 from pipelines.data import InputError, MRIAcquisition
@@ -217,8 +218,9 @@ def write_fastmri(path: str | Path, acq: MRIAcquisition, header_xml: str | None 
         attrs["max"] = float(reference.max())
         attrs["norm"] = float(np.linalg.norm(reference))
     else:
-        image = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-        attrs["max"] = float(np.sqrt((np.abs(image) ** 2).sum(axis=1)).max())
+        # max of the RSS image; fftshifts only permute pixels and change phases, so they are left out
+        attrs["max"] = max(float(np.sqrt((np.abs(scipy.fft.ifft2(k, norm="ortho", workers=-1)) ** 2).sum(axis=0)).max())
+                           for k in kspace)
     attrs.setdefault("acquisition", "unknown")
     attrs.setdefault("patient_id", "")
     if mask is not None:

@@ -21,6 +21,7 @@ slice position.
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -32,9 +33,9 @@ DEFAULT_SLICE_DIR = (0.0, 0.0, 1.0)
 
 
 def _centered_1d(x: np.ndarray, axis: int, inverse: bool) -> np.ndarray:
-    x = np.fft.ifftshift(x, axes=axis)
-    x = (np.fft.ifft if inverse else np.fft.fft)(x, axis=axis, norm="ortho")
-    return np.fft.fftshift(x, axes=axis)
+    x = scipy.fft.ifftshift(x, axes=axis)
+    x = (scipy.fft.ifft if inverse else scipy.fft.fft)(x, axis=axis, norm="ortho", workers=-1)
+    return scipy.fft.fftshift(x, axes=axis)
 
 
 def center_crop_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
@@ -49,12 +50,19 @@ def center_crop_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
 
 
 def remove_readout_oversampling(kspace: np.ndarray, size: int, axis: int = -2) -> np.ndarray:
-    """Crop the readout FOV to ``size`` pixels in hybrid space (see module docstring); complex64 out."""
+    """Crop the readout FOV to ``size`` pixels in hybrid space (see module docstring); complex64 out.
+
+    Works one leading index at a time (a slice of a volume), which bounds the temporary memory.
+    """
+    kspace = np.asarray(kspace)
     if kspace.shape[axis] == size:
         return kspace.astype(np.complex64, copy=False)
-    hybrid = _centered_1d(kspace, axis, inverse=True)
+    axis = axis % kspace.ndim
+    if kspace.ndim > 2 and axis > 0:
+        return np.stack([remove_readout_oversampling(k, size, axis - 1) for k in kspace])
+    hybrid = _centered_1d(kspace.astype(np.complex64, copy=False), axis, inverse=True)
     cropped = center_crop_axis(hybrid, size, axis)
-    return _centered_1d(cropped, axis, inverse=False).astype(np.complex64)
+    return _centered_1d(cropped, axis, inverse=False).astype(np.complex64, copy=False)
 
 
 def _unit(v, fallback) -> np.ndarray:
