@@ -13,7 +13,8 @@ orientation, mask along W):
   ``external``, calibration-only readouts (a separate reference scan). Embedded/interleaved
   calibration lines (``ACQ_IS_PARALLEL_CALIBRATION``) are kept: they are lines of the same image.
 * Column ``ky - center + W // 2`` with ``center`` from ``encodingLimits/kspace_encoding_step_1``
-  (partial Fourier keeps its zeros where lines were not acquired); slices by ``idx.slice``, sorted.
+  (partial Fourier keeps its zeros where lines were not acquired; a missing or zero centre means
+  column = ky); slices by ``idx.slice``, sorted.
 * Readout sample ``s`` (after ``discard_pre``/``discard_post``) goes to row ``s - center_sample + Nx // 2``
   with Nx the encoded x, so asymmetric echoes land with their centre sample at the array centre.
 * Repetitions: one repetition is read (``repetition=None``: the lowest present), because repetitions
@@ -160,7 +161,9 @@ def read_ismrmrd(path: str | Path, dataset: str = "dataset", remove_oversampling
     num_samples = _single_value(h["number_of_samples"], "readout lengths (number_of_samples)", source)
     channels = _single_value(h["active_channels"], "coil counts (active_channels)", source)
     nx, ny = info.encoded_matrix[0], info.encoded_matrix[1]
-    ky_center = info.limits["kspace_encoding_step_1"].center if "kspace_encoding_step_1" in info.limits else ny // 2
+    ky_limit = info.limits.get("kspace_encoding_step_1")
+    # a centre of 0 (or none) means "not filled in": counters then index the encoded matrix directly
+    ky_center = ky_limit.center if ky_limit is not None and ky_limit.center > 0 else ny // 2
     all_slice_ids = np.unique(h["idx"]["slice"])
     chosen = slice_indices(slices, all_slice_ids.size, source)
     if len(set(chosen)) != len(chosen):
@@ -170,7 +173,7 @@ def read_ismrmrd(path: str | Path, dataset: str = "dataset", remove_oversampling
     in_selection = np.isin(h["idx"]["slice"], slice_ids)
     rows, h = rows[in_selection], h[in_selection]
 
-    kspace = np.zeros((slice_ids.size, channels, nx, ny), dtype=np.complex128)
+    kspace = np.zeros((slice_ids.size, channels, nx, ny), dtype=np.complex64)
     counts = np.zeros((slice_ids.size, ny), dtype=np.int64)
     calib_cols = np.zeros(ny, dtype=bool)
     is_calib = _flag(flags, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION) | \
@@ -200,7 +203,7 @@ def read_ismrmrd(path: str | Path, dataset: str = "dataset", remove_oversampling
 
     if not np.all((counts > 0) == (counts[:1] > 0)):
         raise InputError(source, "slices sample different ky lines; a per-slice mask is not supported")
-    kspace = (kspace / np.maximum(counts, 1)[:, None, None, :]).astype(np.complex64)
+    kspace /= np.maximum(counts, 1).astype(np.float32)[:, None, None, :]
     if not np.all(np.isfinite(kspace)):
         raise InputError(source, "acquisition data contains non-finite values (NaN or Inf)")
     mask = (counts[:1] > 0).astype(np.float32)
