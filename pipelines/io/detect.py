@@ -1,0 +1,64 @@
+"""Open an HDF5 raw-data file and hand it to the reader its layout calls for.
+
+* ``kspace`` dataset                          -> fastMRI (``read_fastmri``)
+* a group with ``data`` or ``xml`` (``/dataset`` first) -> ISMRMRD/MRD (``read_ismrmrd``)
+* ``sinogram`` dataset                        -> CT sinogram (``pipelines.io.sinogram.read_sinogram``)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from pipelines.data import CTAcquisition, InputError, MRIAcquisition
+from pipelines.io.fastmri import read_fastmri
+from pipelines.io.hdf5 import open_hdf5
+from pipelines.io.ismrmrd_mrd import read_ismrmrd
+
+
+def _ismrmrd_group(f: h5py.File) -> str | None:
+    names = ["dataset"] + sorted(k for k in f.keys() if k != "dataset")
+    for name in names:
+        group = f.get(name)
+        if isinstance(group, h5py.Group) and ("data" in group or "xml" in group):
+            return name
+    return None
+
+
+def _describe(f: h5py.File, limit: int = 20) -> str:
+    items: list[str] = []
+
+    def visit(name: str, obj) -> None:
+        items.append(f"{name} {obj.shape}" if isinstance(obj, h5py.Dataset) else f"{name}/")
+
+    f.visititems(visit)
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return (", ".join(items[:limit]) + more) or "nothing"
+
+
+def load_acquisition(path: str | Path, **opts: Any) -> MRIAcquisition | CTAcquisition:
+    """Read ``path`` with the reader its layout calls for; ``opts`` go to that reader."""
+    source = str(path)
+    with open_hdf5(path) as f:
+        if "kspace" in f:
+            kind, group = "fastmri", None
+        elif (group := _ismrmrd_group(f)) is not None:
+            kind = "ismrmrd"
+        elif "sinogram" in f:
+            kind = "sinogram"
+        else:
+            raise InputError(source, "not a known raw-data layout: expected a 'kspace' dataset (fastMRI), "
+                                     "an ISMRMRD group with 'data'/'xml', or a 'sinogram' dataset; found: "
+                                     + _describe(f))
+    if kind == "fastmri":
+        return read_fastmri(path, **opts)
+    if kind == "ismrmrd":
+        return read_ismrmrd(path, **{"dataset": group, **opts})
+    try:
+        from pipelines.io.sinogram import read_sinogram
+    except ImportError as err:
+        raise InputError(source, f"holds a 'sinogram' dataset, but the sinogram reader is not available ({err})") \
+            from err
+    return read_sinogram(path, **opts)
