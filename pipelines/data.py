@@ -1,7 +1,8 @@
 """In-memory containers passed between readers, reconstructors and writers.
 
-Conventions (see DESIGN.md): k-space is centered, ``(slices, coils, ky, kx)`` complex64; masks are
-broadcastable to ``(ky, kx)``, float32, 1 = sampled; image volumes are ``(z, y, x)`` with a 4x4
+Conventions (see DESIGN.md): k-space is centered, ``(slices, coils, H, W)`` complex64, with H the
+readout (frequency-encoding, kx) axis and W the phase-encoding (ky) axis, as fastMRI stores it; column
+masks run along W. Masks are broadcastable to ``(H, W)``, float32, 1 = sampled; image volumes are ``(z, y, x)`` with a 4x4
 affine in mm (NIfTI/RAS); sinograms are ``(slices, views, detectors)`` float32, angles in radians.
 """
 
@@ -45,7 +46,11 @@ class MRIAcquisition:
 
     @property
     def image_shape(self) -> tuple[int, int]:
-        return self.recon_shape or (int(self.kspace.shape[-2]), int(self.kspace.shape[-1]))
+        """The recon matrix, never larger than the k-space grid (some fastMRI FLAIR headers say so)."""
+        h, w = int(self.kspace.shape[-2]), int(self.kspace.shape[-1])
+        if self.recon_shape is None:
+            return h, w
+        return min(self.recon_shape[0], h), min(self.recon_shape[1], w)
 
 
 @dataclass

@@ -62,7 +62,6 @@ class _Bar:
 
 def _write_mri_set(out: Path, specs, cfg) -> list[Path]:
     from pipelines.io.fastmri import write_fastmri
-
     from pipelines.simulate.mri import simulate
 
     out.mkdir(parents=True, exist_ok=True)

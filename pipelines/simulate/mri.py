@@ -30,7 +30,7 @@ import torch
 from scipy import ndimage
 
 from models.physics.mri.fft import fft2c
-from models.physics.mri.masks import MASK_KINDS, default_center_fraction, make_mask
+from models.physics.mri.masks import MASK_KINDS, calibrated_center_fraction, make_mask
 from pipelines.data import MRIAcquisition
 from pipelines.simulate import brain
 
@@ -127,10 +127,7 @@ def simulate_slab(contrast: str, orientation: str, first_index: int, acceleratio
     kspace = (kspace + sigma / np.sqrt(2) * noise).astype(np.complex64)
     mask_info = None
     if acceleration > 1:
-        width = kspace.shape[-1]
-        # the floor never takes more than 70% of the sampled columns
-        floor = min(MIN_CENTER_LINES, int(0.7 * width / acceleration))
-        center_fraction = max(default_center_fraction(acceleration), floor / width)
+        center_fraction = calibrated_center_fraction(kspace.shape[-1], acceleration, MIN_CENTER_LINES)
         mask_info = make_mask(cfg.mask, kspace.shape[-2:], acceleration, center_fraction, seed=seed)
         kspace = kspace * mask_info.mask
     return MRIAcquisition(

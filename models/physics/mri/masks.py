@@ -42,6 +42,13 @@ def default_center_fraction(acceleration: float) -> float:
     return DEFAULT_CENTER_FRACTIONS.get(int(acceleration), 0.32 / acceleration)
 
 
+def calibrated_center_fraction(width: int, acceleration: float, min_lines: int = 10) -> float:
+    """fastMRI's centre fraction, raised so at least ``min_lines`` centre columns are kept (for coil
+    calibration on small matrices), but never more than 70% of the ``width / acceleration`` sampled ones."""
+    floor = min(min_lines, int(0.7 * width / acceleration))
+    return max(default_center_fraction(acceleration), floor / width)
+
+
 def _check(width: int, center_fraction: float, acceleration: float) -> int:
     if width < 2:
         raise ValueError(f"mask width must be at least 2, got {width}")

@@ -1,0 +1,226 @@
+"""Training of the unrolled MRI networks (RecurrentVarNet, RIM) on fastMRI-format directories.
+
+Each step draws a fully sampled training slice, a fresh random column mask at one of the training
+accelerations (mixed 4x/8x by default), estimates ACS sensitivity maps from the masked data, divides
+the masked k-space and the target by the 99th percentile of ``|masked k-space|`` and minimises
+``L1 + (1 - SSIM)`` between the magnitude of the network output (cropped to the recon matrix) and the
+RSS reference. RIM's loss is averaged over all its iterates. Everything is seeded by ``seed`` and the
+step number, so a run resumed from a checkpoint continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.losses import l1_ssim_loss
+from models.physics.mri.masks import calibrated_center_fraction, random_column_mask
+from models.physics.mri.sensitivity import acs_maps
+from models.physics.shapes import center_crop
+from models.unrolled import build_model, count_parameters
+from models.unrolled.scaling import kspace_scale
+from pipelines.data import InputError, MRIAcquisition
+from pipelines.metrics import psnr, ssim
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "model.pt"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "recurrentvarnet"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    data: str = "data/brain-bench/train"
+    val_data: str | None = "data/brain-bench/val"
+    accelerations: tuple[float, ...] = (4.0, 8.0)
+    steps: int = 2000
+    batch_size: int = 1
+    lr: float = 5e-4
+    warmup_steps: int = 100
+    lr_decay_every: int = 1000
+    lr_gamma: float = 0.5
+    ssim_weight: float = 1.0
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    val_every: int = 500
+    val_max_files: int | None = 4
+    seed: int = 0
+    threads: int | None = None
+
+
+def _to_real(x: np.ndarray) -> torch.Tensor:
+    return torch.view_as_real(torch.from_numpy(np.ascontiguousarray(x, dtype=np.complex64)))
+
+
+def prepare_input(kspace: np.ndarray, mask: np.ndarray, num_low: int) -> dict[str, torch.Tensor]:
+    """Network inputs for one slice: masked k-space (C, H, W, 2), mask (1, 1, W or H, .., 1), ACS maps."""
+    masked = (kspace * mask).astype(np.complex64)
+    maps = acs_maps(masked, num_low)
+    mask4 = np.broadcast_to(mask, kspace.shape[-2:]) if mask.shape[0] > 1 else mask
+    return {"masked_kspace": _to_real(masked), "mask": torch.from_numpy(mask4[None, :, :, None].astype(np.float32)),
+            "sens_maps": _to_real(maps)}
+
+
+def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+class TrainingSlices:
+    """Every slice of every fully sampled file in a fastMRI-format directory, held in memory."""
+
+    def __init__(self, directory: str | Path):
+        from pipelines.io.fastmri import read_fastmri
+
+        directory = Path(directory)
+        files = sorted(directory.glob("*.h5"))
+        if not files:
+            raise InputError(directory, "no .h5 training files (simulate them with `recon simulate mri --set train`)")
+        self.volumes: list[MRIAcquisition] = []
+        for f in files:
+            acq = read_fastmri(f)
+            if acq.reference is None:
+                raise InputError(f, "has no reconstruction_rss reference to train against")
+            if acq.mask is not None and acq.mask.mean() < 0.999:
+                raise InputError(f, "is undersampled; training needs fully sampled k-space")
+            self.volumes.append(acq)
+        self.index = [(v, s) for v in range(len(self.volumes)) for s in range(self.volumes[v].num_slices)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sample(self, i: int, acceleration: float, mask_seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        v, s = self.index[i]
+        acq = self.volumes[v]
+        k = acq.kspace[s]
+        width = k.shape[-1]
+        m = random_column_mask(width, acceleration, calibrated_center_fraction(width, acceleration), mask_seed)
+        inputs = prepare_input(k, m.mask, m.num_low_frequencies)
+        return inputs, torch.from_numpy(acq.reference[s].astype(np.float32))
+
+
+def network_magnitude(model: torch.nn.Module, inputs: dict[str, torch.Tensor],
+                      recon_shape: tuple[int, int]) -> list[torch.Tensor]:
+    """Scaled forward pass; returns magnitude image(s) (N, h, w) in the input's units (list: RIM iterates)."""
+    scale = kspace_scale(inputs["masked_kspace"])
+    shape = (-1, 1, 1, 1, 1)
+    out = model(inputs["masked_kspace"] / scale.reshape(shape), inputs["mask"], inputs["sens_maps"])
+    outs = out if isinstance(out, list) else [out]
+    return [center_crop(torch.sqrt((o**2).sum(-1) + 1e-12), recon_shape) * scale.reshape(-1, 1, 1) for o in outs]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    return cfg.lr * warm * cfg.lr_gamma ** (step // max(cfg.lr_decay_every, 1))
+
+
+def validate(model: torch.nn.Module, directory: str | Path, max_files: int | None = None) -> dict[str, float]:
+    """PSNR/SSIM of the model on undersampled files with references (their own masks)."""
+    from pipelines.io.fastmri import read_fastmri
+
+    files = sorted(Path(directory).glob("*.h5"))[:max_files]
+    if not files:
+        raise InputError(directory, "no .h5 validation files")
+    model.eval()
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    with torch.no_grad():
+        for f in files:
+            acq = read_fastmri(f)
+            volume = reconstruct_volume(model, acq)
+            scores["psnr"].append(psnr(acq.reference, volume))
+            scores["ssim"].append(ssim(acq.reference, volume))
+    model.train()
+    return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def reconstruct_volume(model: torch.nn.Module, acq: MRIAcquisition,
+                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Magnitude volume (slices, h, w) of an undersampled acquisition, one slice at a time."""
+    from pipelines.mri_methods import acquisition_mask
+
+    mask, num_low = acquisition_mask(acq)
+    out = []
+    with torch.no_grad():
+        for s in range(acq.num_slices):
+            inputs = collate([prepare_input(acq.kspace[s], mask, num_low)])
+            out.append(network_magnitude(model, inputs, acq.image_shape)[-1][0].numpy())
+            if progress:
+                progress(s + 1, acq.num_slices)
+    return np.stack(out)
+
+
+def _save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "config": asdict(cfg)}, tmp)
+    tmp.replace(path)  # atomic: a kill during the save never leaves a broken checkpoint
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
+          progress: Callable[[int, int, float], None] | None = None) -> Path:
+    """Train ``cfg.model`` and write ``model.pt``, ``config.json``, ``log.csv`` and ``val.jsonl`` to ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    data = TrainingSlices(cfg.data)
+    model = build_model(cfg.model, cfg.model_config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start = 0
+    ckpt_path = out / CHECKPOINT
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt["config"]["model"] != cfg.model or ckpt["config"]["model_config"] != cfg.model_config:
+            raise ValueError(f"{ckpt_path}: checkpoint is for another model configuration")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = int(ckpt["step"])
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "parameters": count_parameters(model)}, indent=2))
+    log_path = out / "log.csv"
+    new_log = not (resume and log_path.exists())
+    with open(log_path, "w" if new_log else "a", newline="") as log_file:
+        log = csv.writer(log_file)
+        if new_log:
+            log.writerow(["step", "loss", "lr", "acceleration", "seconds"])
+        model.train()
+        t0 = time.perf_counter()
+        for step in range(start, cfg.steps):
+            rng = np.random.default_rng([cfg.seed, step])
+            acc = float(rng.choice(cfg.accelerations))
+            picks = rng.integers(0, len(data), size=cfg.batch_size)
+            samples = [data.sample(int(i), acc, int(rng.integers(2**31))) for i in picks]
+            inputs = collate([s[0] for s in samples])
+            target = torch.stack([s[1] for s in samples])
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            preds = network_magnitude(model, inputs, tuple(target.shape[-2:]))
+            loss = sum(l1_ssim_loss(p, target, cfg.ssim_weight) for p in preds) / len(preds)
+            optimizer.zero_grad()
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            if not math.isfinite(float(loss)):
+                raise RuntimeError(f"loss became {float(loss)} at step {step}; lower the learning rate")
+            log.writerow([step + 1, f"{float(loss):.6f}", f"{lr_at(step, cfg):.3e}", acc,
+                          f"{time.perf_counter() - t0:.1f}"])
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                log_file.flush()
+                _save_checkpoint(ckpt_path, model, optimizer, step + 1, cfg)
+            if cfg.val_data and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
+                scores = validate(model, cfg.val_data, cfg.val_max_files)
+                with open(out / "val.jsonl", "a") as f:
+                    f.write(json.dumps({"step": step + 1, **scores}) + "\n")
+            if progress:
+                progress(step + 1, cfg.steps, float(loss))
+    torch.save(model.state_dict(), out / WEIGHTS)
+    return out / WEIGHTS
