@@ -2,8 +2,9 @@
 
 Conventions (see DESIGN.md): k-space is centered, ``(slices, coils, H, W)`` complex64, with H the
 readout (frequency-encoding, kx) axis and W the phase-encoding (ky) axis, as fastMRI stores it; column
-masks run along W. Masks are broadcastable to ``(H, W)``, float32, 1 = sampled; image volumes are ``(z, y, x)`` with a 4x4
-affine in mm (NIfTI/RAS); sinograms are ``(slices, views, detectors)`` float32, angles in radians.
+masks run along W. Masks are broadcastable to ``(H, W)``, float32, 1 = sampled; image volumes are
+``(z, y, x)`` with a 4x4 affine in mm (NIfTI/RAS); sinograms are ``(slices, views, detectors)``
+float32, angles in radians.
 """
 
 from __future__ import annotations
