@@ -84,7 +84,8 @@ def cmd_simulate_mri(args: argparse.Namespace) -> int:
         total = 0
         for name in names:
             split, contrasts, orientations, accelerations = mri.BENCHMARK_SETS[name]
-            specs = mri.plan(split, contrasts, orientations, accelerations, cfg, args.max_files)
+            repeats = mri.TRAIN_REPEATS if name == "train" else 1
+            specs = mri.plan(split, contrasts, orientations, accelerations, cfg, args.max_files, repeats)
             total += len(_write_mri_set(out / name, specs, cfg))
         print(f"wrote {total} files under {out}")
         return 0
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_sub = sim.add_subparsers(dest="modality", required=True)
     mri = sim_sub.add_parser("mri", help="multi-coil brain MRI (fastMRI HDF5 files)")
     mri.add_argument("--out", required=True, help="output directory")
-    mri.add_argument("--slices", type=int, default=8, help="slices per file (default 8)")
+    mri.add_argument("--slices", type=int, default=4, help="slices per file (default 4)")
     mri.add_argument("--coils", type=int, default=8, help="receive coils (default 8)")
     mri.add_argument("--acceleration", type=float, nargs="+", default=[4.0],
                      help="one or more accelerations; 1 writes fully sampled k-space (default 4)")

@@ -16,7 +16,7 @@ The reference is the RSS of the noise-free, fully sampled coil images, ``|m| sqr
 which is what a SENSE reconstruction with maps normalised to ``sum |S|^2 = 1`` estimates.
 
 Splits keep evaluation honest: the brain's extent along the slice axis is cut into slabs separated
-by a gap, and slabs are dealt round-robin in the pattern train, train, train, val, test. The
+by a gap, and slabs are dealt round-robin in the pattern train, train, val, train, test. The
 held-out sets use another orientation (coronal, sagittal) or an unseen contrast (FLAIR).
 """
 
@@ -38,7 +38,7 @@ SPLITS = ("train", "val", "test")
 # fastMRI's centre fractions (0.08 at 4x, 0.04 at 8x) leave too few lines for coil calibration on the
 # small matrices simulated here, so at least this many centre columns are kept (at most 70% of all sampled)
 MIN_CENTER_LINES = 10
-SPLIT_PATTERN = ("train", "train", "train", "val", "test")
+SPLIT_PATTERN = ("train", "train", "val", "train", "test")
 TRAIN_CONTRASTS = ("t1", "t2", "pd")
 HELD_OUT_CONTRAST = "flair"
 HELD_OUT_ORIENTATIONS = ("coronal", "sagittal")
@@ -48,7 +48,7 @@ HELD_OUT_ORIENTATIONS = ("coronal", "sagittal")
 class MRISimulationConfig:
     size: int = 128
     coils: int = 8
-    slices: int = 8            # slices per slab (one file)
+    slices: int = 4            # slices per slab (one file)
     slice_step: int = 2        # mm between slices
     gap: int = 4               # mm between slabs, so neighbouring slabs of different splits do not overlap
     snr_db: float = 30.0
@@ -158,23 +158,29 @@ class SlabSpec:
     first_index: int
     acceleration: float
     seed: int
+    repeat: int = 0
 
     @property
     def file_name(self) -> str:
         acc = "full" if self.acceleration <= 1 else f"{self.acceleration:g}x"
-        return f"{self.contrast}_{self.orientation}_{self.first_index:03d}_{acc}.h5"
+        rep = f"_r{self.repeat}" if self.repeat else ""
+        return f"{self.contrast}_{self.orientation}_{self.first_index:03d}_{acc}{rep}.h5"
 
 
 def plan(split: str, contrasts: tuple[str, ...], orientations: tuple[str, ...], accelerations: tuple[float, ...],
-         cfg: MRISimulationConfig, max_files: int | None = None) -> list[SlabSpec]:
-    """Every (contrast, orientation, slab, acceleration) of a split, each with its own seed."""
+         cfg: MRISimulationConfig, max_files: int | None = None, repeats: int = 1) -> list[SlabSpec]:
+    """Every (contrast, orientation, slab, acceleration) of a split, each with its own seed.
+
+    ``repeats`` > 1 simulates each slab several times with other coils, phase, tissue signal and noise.
+    """
     specs = []
     for orientation in orientations:
         for start in slab_starts(orientation, split, cfg):
             for contrast in contrasts:
                 for acc in accelerations:
-                    seed = cfg.seed * 1_000_003 + len(specs)
-                    specs.append(SlabSpec(contrast, orientation, start, float(acc), seed))
+                    for repeat in range(repeats):
+                        seed = cfg.seed * 1_000_003 + len(specs)
+                        specs.append(SlabSpec(contrast, orientation, start, float(acc), seed, repeat))
     if max_files is not None:
         # spread the picks over the slabs rather than taking the first few
         picks = np.unique(np.linspace(0, len(specs) - 1, max_files).round().astype(int)) if specs else []
@@ -190,6 +196,9 @@ def simulate(specs: list[SlabSpec], cfg: MRISimulationConfig,
         if progress:
             progress(n + 1, len(specs))
 
+
+# training slabs are simulated this many times (other coils, phase, tissue signal, noise)
+TRAIN_REPEATS = 3
 
 BENCHMARK_SETS = {
     # name: (split, contrasts, orientations, accelerations)
