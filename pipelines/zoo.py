@@ -1,0 +1,100 @@
+"""The model zoo: shipped weights under ``models/zoo/<model-id>/`` with a ``card.json``.
+
+A card holds what is needed to rebuild and trust the network:
+``{"id", "kind", "config", "weights", "sha256", "parameters", "training": {...}, "metrics": {...}}``.
+Weights are refused when the checksum or the tensor shapes do not match the card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ZOO_DIR = Path(__file__).resolve().parents[1] / "models" / "zoo"
+CARD = "card.json"
+
+# the model each learned method uses when no --model-id is given
+DEFAULT_MODELS = {"recurrentvarnet": "recurrentvarnet-brain-sim", "rim": "rim-brain-sim"}
+
+
+class ModelError(ValueError):
+    """A model id that does not exist, or weights that do not match their card."""
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_dir(model_id: str, zoo: Path = ZOO_DIR) -> Path:
+    if not model_id or "/" in model_id or "\\" in model_id or model_id.startswith("."):
+        raise ModelError(f"invalid model id {model_id!r}")
+    return zoo / model_id
+
+
+def list_models(zoo: Path = ZOO_DIR) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(zoo.glob(f"*/{CARD}"))]
+
+
+def load_card(model_id: str, zoo: Path = ZOO_DIR) -> dict[str, Any]:
+    path = model_dir(model_id, zoo) / CARD
+    if not path.exists():
+        known = ", ".join(c["id"] for c in list_models(zoo)) or "none"
+        raise ModelError(f"unknown model id {model_id!r}; shipped models: {known}")
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}: card is not valid JSON ({err})") from err
+    for key in ("id", "kind", "config", "weights", "sha256"):
+        if key not in card:
+            raise ModelError(f"{path}: card has no {key!r}")
+    return card
+
+
+def load_model(model_id: str, zoo: Path = ZOO_DIR) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the network from its card and load the verified weights (eval mode)."""
+    from models.unrolled import build_model
+
+    card = load_card(model_id, zoo)
+    weights = model_dir(model_id, zoo) / card["weights"]
+    if not weights.exists():
+        raise ModelError(f"{weights}: weights file missing")
+    digest = sha256_of(weights)
+    if digest != card["sha256"]:
+        raise ModelError(f"{weights}: checksum mismatch (card {card['sha256'][:12]}..., file {digest[:12]}...); "
+                         "the weights are corrupt or not the ones the card describes")
+    model = build_model(card["kind"], card["config"])
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as err:
+        raise ModelError(f"{weights}: weights do not fit the {card['kind']} configuration in the card: "
+                         f"{str(err).splitlines()[0]}") from err
+    except Exception as err:  # an unreadable pickle
+        raise ModelError(f"{weights}: not a readable weights file ({err})") from err
+    model.eval()
+    return model, card
+
+
+def write_card(model_id: str, kind: str, config: dict[str, Any], weights: Path, extra: dict[str, Any],
+               zoo: Path = ZOO_DIR) -> Path:
+    """Copy ``weights`` into the zoo and write the card with its checksum."""
+    from models.unrolled import build_model, count_parameters
+
+    target_dir = model_dir(model_id, zoo)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / "model.pt"
+    if weights.resolve() != target.resolve():
+        target.write_bytes(weights.read_bytes())
+    card = {"id": model_id, "kind": kind, "config": config, "weights": target.name, "sha256": sha256_of(target),
+            "parameters": count_parameters(build_model(kind, config)), **extra}
+    path = target_dir / CARD
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path
