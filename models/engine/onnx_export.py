@@ -7,7 +7,9 @@ Dynamic shapes: with ``dynamic=True`` every axis of every tensor input whose exa
 exported as a symbolic dimension, except a trailing axis of size 2 (this project's complex axis).
 Equal sizes across inputs (e.g. H of k-space and of the maps) are tied by the exporter from the
 model's own shape relations. Axes of size 1 in the example (e.g. the mask's coil axis) stay static, so
-export with batch >= 2 to keep the batch dynamic. The export fails (rather than silently
+export with batch >= 2 to keep the batch dynamic. Inputs that broadcast against each other get tied
+sizes in the graph: for the unrolled networks the mask must then have the k-space's batch size, and a
+file exported with a column mask (N, 1, 1, W, 1) takes column masks only. The export fails (rather than silently
 specialising) if the model forces a dimension marked dynamic to a constant.
 """
 

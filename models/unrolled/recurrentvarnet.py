@@ -106,7 +106,16 @@ class RecurrentVarNet(nn.Module):
         masked_kspace: (N, C, H, W, 2) measured k-space, zero where not sampled (centered).
         mask: broadcastable to (N, 1, H, W, 1), e.g. (N, 1, 1, W, 1) or (N, 1, H, W, 1); 1 = sampled.
         sens_maps: (N, C, H, W, 2), normalised so ``sum_c |S_c|^2 = 1``.
-    Output: the coil-combined complex image ``R(k_T)``, (N, H, W, 2).
+    Output: the coil-combined complex image ``R(k_T)``, (N, H, W, 2); :meth:`predict_kspace` gives ``k_T``.
+
+    Args:
+        num_steps: T, the number of blocks (each with its own weights and step size).
+        hidden_channels: ConvGRU feature/hidden channels.
+        num_layers: n_l, ConvGRU layers per block.
+        learned_initializer: use RecurrentInit for ``h_0`` (else zeros).
+        initializer_channels, initializer_dilations, multiscale: RecurrentInit layout.
+        sens_refinement: refine the maps with a small U-Net (``sens_unet_channels``, ``sens_unet_pools``).
+        fft_variant: ``"dft-op"`` or ``"matmul"`` (switchable later with :meth:`set_fft_variant`).
     """
 
     def __init__(self, num_steps: int = 8, hidden_channels: int = 128, num_layers: int = 4,

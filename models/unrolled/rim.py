@@ -32,6 +32,13 @@ class RIM(nn.Module):
     ``mask`` broadcastable to (N, 1, H, W, 1), ``sens_maps`` (N, C, H, W, 2).
     In eval mode the output is the last iterate (N, H, W, 2); in training mode it is the list of all
     ``num_steps`` iterates (use :meth:`iterates` to get the list in either mode).
+
+    Args:
+        num_steps: T, recurrence steps (one set of weights for all).
+        hidden_channels, num_layers: recurrent unit width and depth.
+        cell: ``"gru"`` or ``"indrnn"``.
+        sens_refinement: refine the maps with a small U-Net (``sens_unet_channels``, ``sens_unet_pools``).
+        fft_variant: ``"dft-op"`` or ``"matmul"`` (switchable later with :meth:`set_fft_variant`).
     """
 
     def __init__(self, num_steps: int = 16, hidden_channels: int = 128, num_layers: int = 2, cell: str = "gru",
