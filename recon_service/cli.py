@@ -160,6 +160,52 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_config(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    path = Path(text)
+    raw = path.read_text() if path.exists() else text
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--config is neither a JSON file nor JSON text: {err}") from err
+    if not isinstance(value, dict):
+        raise ValueError("--config must be a JSON object")
+    return value
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from pipelines.train import SMALL_CONFIGS, TrainConfig, train
+
+    overrides = _load_config(args.config)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    cfg = TrainConfig(model=args.model, model_config=dict(SMALL_CONFIGS[args.model]), **overrides)
+    for name in ("data", "val_data", "steps", "seed", "threads"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    if not Path(cfg.data).is_dir():
+        raise InputError(cfg.data, "training data directory not found (make one with "
+                         "`recon simulate mri --out data/brain-bench --set all`)")
+    bar = tqdm(total=cfg.steps, desc=f"training {cfg.model}", unit="step", file=sys.stderr)
+
+    def progress(step: int, total: int, loss: float) -> None:
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=True)
+
+    try:
+        weights = train(cfg, Path(args.out), resume=args.resume, progress=progress)
+    finally:
+        bar.close()
+    print(f"weights: {weights}")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from pipelines.reconstructors import available
 
@@ -232,6 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-files", type=int, default=None)
     ev.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE")
     ev.set_defaults(func=cmd_evaluate)
+
+    tr = sub.add_parser("train", help="train RecurrentVarNet or RIM on fastMRI-format directories")
+    tr.add_argument("model", choices=["recurrentvarnet", "rim"])
+    tr.add_argument("--data", help="directory of fully sampled fastMRI-format files "
+                                   "(default data/brain-bench/train, the simulated training split)")
+    tr.add_argument("--val-data", dest="val_data", help="directory of undersampled files with references")
+    tr.add_argument("--config", help="JSON file or text overriding training settings, e.g. "
+                                     "'{\"model_config\": {\"num_steps\": 8}, \"lr\": 3e-4}'")
+    tr.add_argument("--steps", type=int)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--threads", type=int)
+    tr.add_argument("--out", required=True, help="run directory: checkpoint, log.csv, val.jsonl, model.pt")
+    tr.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    tr.set_defaults(func=cmd_train)
 
     sub.add_parser("methods", help="list reconstruction methods").set_defaults(func=cmd_methods)
 
