@@ -22,13 +22,14 @@ from pipelines.pipeline import Acquisition, load, reconstruct
 HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
-def dataset_files(directory: str | Path) -> list[Path]:
+def dataset_files(directory: str | Path, pattern: str = "*") -> list[Path]:
+    """The HDF5 files in ``directory`` whose names match the glob ``pattern``."""
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(directory, "not a directory")
-    files = sorted(p for p in directory.iterdir() if p.suffix in HDF5_SUFFIXES)
+    files = sorted(p for p in directory.glob(pattern) if p.suffix in HDF5_SUFFIXES)
     if not files:
-        raise InputError(directory, "no .h5 files to evaluate")
+        raise InputError(directory, f"no .h5 files matching {pattern!r} to evaluate")
     return files
 
 
@@ -66,9 +67,10 @@ def evaluate_acquisitions(acquisitions: Iterable[tuple[str, Acquisition]], metho
 
 def evaluate_directory(directory: str | Path, methods: Sequence[str],
                        params: dict[str, dict[str, Any]] | None = None, max_files: int | None = None,
-                       progress: Callable[[str, str], None] | None = None) -> dict[str, Any]:
-    """Evaluate ``methods`` on every HDF5 acquisition in ``directory`` (files load one at a time)."""
-    files = dataset_files(directory)[:max_files]
+                       progress: Callable[[str, str], None] | None = None, pattern: str = "*") -> dict[str, Any]:
+    """Evaluate ``methods`` on the HDF5 acquisitions in ``directory`` matching ``pattern`` (one file in
+    memory at a time)."""
+    files = dataset_files(directory, pattern)[:max_files]
     # a generator: one file in memory at a time
     summary = evaluate_acquisitions(((f.name, load(f)) for f in files), methods, params, progress)
     return {"dataset": str(directory), **summary}

@@ -90,7 +90,42 @@ def _method(name: str, fn: SliceFn, needs_maps: bool, description: str,
     return register(Reconstructor("mri", name, run, description, defaults))
 
 
+def _learned_method(kind: str, description: str) -> Reconstructor:
+    """A network from the model zoo; ``model_id`` picks one other than the shipped default."""
+
+    def run(acq: MRIAcquisition, params: dict[str, Any], progress: Progress | None = None) -> ImageVolume:
+        from pipelines.learned import reconstruct_acquisition
+        from pipelines.zoo import DEFAULT_MODELS
+
+        start = time.perf_counter()
+        model_id = params.get("model_id") or DEFAULT_MODELS[kind]
+        model, card = _cached_model(model_id)
+        if card["kind"] != kind:
+            raise ValueError(f"model {model_id!r} is a {card['kind']}, not a {kind}")
+        mask, num_low = acquisition_mask(acq)
+        data = reconstruct_acquisition(model, acq, mask, num_low, progress)
+        seconds = time.perf_counter() - start
+        return ImageVolume(data, acq.affine, {
+            "method": kind, "model_id": model_id, "weights_sha256": card["sha256"], "engine": "torch-cpu",
+            "seconds": seconds, "seconds_per_slice": seconds / max(acq.num_slices, 1), "params": params})
+
+    return register(Reconstructor("mri", kind, run, description, {}))
+
+
+_MODEL_CACHE: dict[str, tuple[torch.nn.Module, dict[str, Any]]] = {}
+
+
+def _cached_model(model_id: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from pipelines.zoo import load_model
+
+    if model_id not in _MODEL_CACHE:
+        _MODEL_CACHE[model_id] = load_model(model_id)
+    return _MODEL_CACHE[model_id]
+
+
 _method("zero-filled", _zero_filled, False, "inverse FFT of zero-filled k-space, root-sum-of-squares coil combination")
 _method("cg-sense", _cg_sense, True, "CG-SENSE with Tikhonov regularisation", {"maps": "acs"})
 _method("l1-wavelet", _l1_wavelet, True, "compressed sensing: SENSE with an L1 penalty on Daubechies wavelets",
         {"maps": "acs"})
+_learned_method("recurrentvarnet", "RecurrentVarNet (Yiasemis et al. 2022), shipped weights from the model zoo")
+_learned_method("rim", "Recurrent Inference Machine (Putzky & Welling), shipped weights from the model zoo")

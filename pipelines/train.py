@@ -24,11 +24,9 @@ import torch
 
 from models.losses import l1_ssim_loss
 from models.physics.mri.masks import calibrated_center_fraction, random_column_mask
-from models.physics.mri.sensitivity import acs_maps
-from models.physics.shapes import center_crop
 from models.unrolled import build_model, count_parameters
-from models.unrolled.scaling import kspace_scale
 from pipelines.data import InputError, MRIAcquisition
+from pipelines.learned import collate, magnitude, network_outputs, prepare_input, reconstruct_acquisition
 from pipelines.metrics import psnr, ssim
 
 # sized so training finishes on a 2-core CPU (see the model cards for the recorded time)
@@ -61,23 +59,6 @@ class TrainConfig:
     val_max_files: int | None = 4
     seed: int = 0
     threads: int | None = None
-
-
-def _to_real(x: np.ndarray) -> torch.Tensor:
-    return torch.view_as_real(torch.from_numpy(np.ascontiguousarray(x, dtype=np.complex64)))
-
-
-def prepare_input(kspace: np.ndarray, mask: np.ndarray, num_low: int) -> dict[str, torch.Tensor]:
-    """Network inputs for one slice: masked k-space (C, H, W, 2), mask (1, 1, W or H, .., 1), ACS maps."""
-    masked = (kspace * mask).astype(np.complex64)
-    maps = acs_maps(masked, num_low)
-    mask4 = np.broadcast_to(mask, kspace.shape[-2:]) if mask.shape[0] > 1 else mask
-    return {"masked_kspace": _to_real(masked), "mask": torch.from_numpy(mask4[None, :, :, None].astype(np.float32)),
-            "sens_maps": _to_real(maps)}
-
-
-def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
 
 
 class TrainingSlices:
@@ -113,16 +94,6 @@ class TrainingSlices:
         return inputs, torch.from_numpy(acq.reference[s].astype(np.float32))
 
 
-def network_magnitude(model: torch.nn.Module, inputs: dict[str, torch.Tensor],
-                      recon_shape: tuple[int, int]) -> list[torch.Tensor]:
-    """Scaled forward pass; returns magnitude image(s) (N, h, w) in the input's units (list: RIM iterates)."""
-    scale = kspace_scale(inputs["masked_kspace"])
-    shape = (-1, 1, 1, 1, 1)
-    out = model(inputs["masked_kspace"] / scale.reshape(shape), inputs["mask"], inputs["sens_maps"])
-    outs = out if isinstance(out, list) else [out]
-    return [center_crop(torch.sqrt((o**2).sum(-1) + 1e-12), recon_shape) * scale.reshape(-1, 1, 1) for o in outs]
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
     return cfg.lr * warm * cfg.lr_gamma ** (step // max(cfg.lr_decay_every, 1))
@@ -131,6 +102,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def validate(model: torch.nn.Module, directory: str | Path, max_files: int | None = None) -> dict[str, float]:
     """PSNR/SSIM of the model on undersampled files with references (their own masks)."""
     from pipelines.io.fastmri import read_fastmri
+    from pipelines.mri_methods import acquisition_mask
 
     files = sorted(Path(directory).glob("*.h5"))[:max_files]
     if not files:
@@ -140,27 +112,12 @@ def validate(model: torch.nn.Module, directory: str | Path, max_files: int | Non
     with torch.no_grad():
         for f in files:
             acq = read_fastmri(f)
-            volume = reconstruct_volume(model, acq)
+            mask, num_low = acquisition_mask(acq)
+            volume = np.abs(reconstruct_acquisition(model, acq, mask, num_low))
             scores["psnr"].append(psnr(acq.reference, volume))
             scores["ssim"].append(ssim(acq.reference, volume))
     model.train()
     return {k: float(np.mean(v)) for k, v in scores.items()}
-
-
-def reconstruct_volume(model: torch.nn.Module, acq: MRIAcquisition,
-                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Magnitude volume (slices, h, w) of an undersampled acquisition, one slice at a time."""
-    from pipelines.mri_methods import acquisition_mask
-
-    mask, num_low = acquisition_mask(acq)
-    out = []
-    with torch.no_grad():
-        for s in range(acq.num_slices):
-            inputs = collate([prepare_input(acq.kspace[s], mask, num_low)])
-            out.append(network_magnitude(model, inputs, acq.image_shape)[-1][0].numpy())
-            if progress:
-                progress(s + 1, acq.num_slices)
-    return np.stack(out)
 
 
 def _save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig) -> None:
@@ -208,7 +165,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
             target = torch.stack([s[1] for s in samples])
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            preds = network_magnitude(model, inputs, tuple(target.shape[-2:]))
+            preds = [magnitude(o) for o in network_outputs(model, inputs, tuple(target.shape[-2:]))]
             loss = sum(l1_ssim_loss(p, target, cfg.ssim_weight) for p in preds) / len(preds)
             optimizer.zero_grad()
             loss.backward()

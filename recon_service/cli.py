@@ -119,7 +119,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     bar = _Bar(f"{args.method}")
     try:
-        result = reconstruct_file(args.input, args.method, args.out, parse_params(args.param), progress=bar)
+        params = parse_params(args.param)
+        if args.model_id:
+            params["model_id"] = args.model_id
+        result = reconstruct_file(args.input, args.method, args.out, params, progress=bar)
     finally:
         bar.close()
     for kind, path in result.outputs.items():
@@ -144,11 +147,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise ValueError("--methods is empty")
-    files = dataset_files(args.directory)[:args.max_files]
+    files = dataset_files(args.directory, args.pattern)[:args.max_files]
     bar = tqdm(total=len(files) * len(methods), desc="evaluating", unit="recon", file=sys.stderr)
     try:
         summary = evaluate_directory(args.directory, methods, parse_method_params(args.param), args.max_files,
-                                     progress=lambda name, method: bar.update(1))
+                                     progress=lambda name, method: bar.update(1), pattern=args.pattern)
     finally:
         bar.close()
     print(f"{summary['dataset']}: {summary['volumes']} volumes")
@@ -184,7 +187,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     unknown = set(overrides) - known
     if unknown:
         raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    cfg = TrainConfig(model=args.model, model_config=dict(SMALL_CONFIGS[args.model]), **overrides)
+    overrides.setdefault("model_config", dict(SMALL_CONFIGS[args.model]))
+    cfg = TrainConfig(model=args.model, **overrides)
     for name in ("data", "val_data", "steps", "seed", "threads"):
         value = getattr(args, name)
         if value is not None:
@@ -203,6 +207,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(f"weights: {weights}")
+    return 0
+
+
+def cmd_zoo_list(args: argparse.Namespace) -> int:
+    from pipelines.zoo import list_models
+
+    for card in list_models():
+        metrics = card.get("metrics", {}).get("test", {})
+        brief = "  ".join(f"{acc}: {m['psnr']['mean']:.2f} dB" for acc, m in metrics.items())
+        print(f"{card['id']:<28} {card['kind']:<16} {card['parameters']:>9,} params  {brief}")
+    return 0
+
+
+def cmd_zoo_ship(args: argparse.Namespace) -> int:
+    from pipelines.ship import ship_run
+
+    card = ship_run(Path(args.run), args.id, Path(args.eval_data), progress=lambda msg: print(msg, file=sys.stderr))
+    print(f"card: {card}")
     return 0
 
 
@@ -269,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--method", required=True, help="see `recon methods`")
     rec.add_argument("--out", required=True, help="output directory, or a .nii/.nii.gz path")
     rec.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
+    rec.add_argument("--model-id", help="for learned methods: a model zoo id other than the shipped default")
     rec.set_defaults(func=cmd_reconstruct)
 
     ev = sub.add_parser("evaluate", help="PSNR/SSIM/NMSE of methods on a directory with references")
@@ -276,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--methods", required=True, help="comma-separated method names")
     ev.add_argument("--json", help="write the summary JSON here")
     ev.add_argument("--max-files", type=int, default=None)
+    ev.add_argument("--pattern", default="*", help="glob for file names, e.g. '*_4x*' (default all)")
     ev.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -293,6 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     tr.set_defaults(func=cmd_train)
 
+    zoo = sub.add_parser("zoo", help="shipped models")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
+    zoo_sub.add_parser("list", help="list shipped models").set_defaults(func=cmd_zoo_list)
+    ship = zoo_sub.add_parser("ship", help="evaluate a training run and add it to models/zoo with a card")
+    ship.add_argument("run", help="training run directory (model.pt, config.json, log.csv)")
+    ship.add_argument("--id", required=True, help="model id, e.g. recurrentvarnet-brain-sim")
+    ship.add_argument("--eval-data", default="data/brain-bench",
+                      help="directory with test/, test-orientation/, test-contrast/ (default data/brain-bench)")
+    ship.set_defaults(func=cmd_zoo_ship)
+
     sub.add_parser("methods", help="list reconstruction methods").set_defaults(func=cmd_methods)
 
     demo = sub.add_parser("demo", help="simulate a brain study, reconstruct it with each method, print metrics")
@@ -306,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (InputError, ValueError, FileNotFoundError) as err:
+    except (InputError, ValueError, FileNotFoundError) as err:  # ModelError is a ValueError
         print(f"recon: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+import torch
+
+from models.unrolled import build_model
+from pipelines.zoo import ModelError, load_card, load_model, write_card
+
+TINY = {"num_steps": 2, "hidden_channels": 4, "num_layers": 1, "cell": "gru"}
+
+
+def _ship(tmp_path, kind="rim", config=TINY):
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pt"
+    torch.save(build_model(kind, config).state_dict(), weights)
+    return write_card("tiny-rim", kind, config, weights, {"training": {"note": "test"}}, zoo=tmp_path / "zoo")
+
+
+def test_card_roundtrip_and_verified_load(tmp_path):
+    card_path = _ship(tmp_path)
+    card = json.loads(card_path.read_text())
+    assert card["id"] == "tiny-rim" and len(card["sha256"]) == 64 and card["parameters"] > 0
+    model, loaded = load_model("tiny-rim", zoo=tmp_path / "zoo")
+    assert loaded == card and not model.training
+    reference = build_model("rim", TINY)
+    reference.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_corrupt_weights_are_refused(tmp_path):
+    card_path = _ship(tmp_path)
+    weights = card_path.parent / "model.pt"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        load_model("tiny-rim", zoo=tmp_path / "zoo")
+
+
+def test_weights_of_another_shape_are_refused(tmp_path):
+    card_path = _ship(tmp_path)
+    card = json.loads(card_path.read_text())
+    card["config"] = {**TINY, "hidden_channels": 6}  # the card now promises another architecture
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="do not fit"):
+        load_model("tiny-rim", zoo=tmp_path / "zoo")
+
+
+def test_unknown_and_unsafe_ids(tmp_path):
+    _ship(tmp_path)
+    with pytest.raises(ModelError, match="unknown model id 'nope'.*tiny-rim"):
+        load_card("nope", zoo=tmp_path / "zoo")
+    with pytest.raises(ModelError, match="invalid model id"):
+        load_card("../etc", zoo=tmp_path / "zoo")
