@@ -80,17 +80,20 @@ def cgls(sinogram: torch.Tensor, op: CTProjector, iterations: int = 20, x0: torc
 
 def forward_difference(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``x[k+1] - x[k]`` along ``dim``, 0 at the last index (Neumann boundary); same shape as ``x``."""
-    d = torch.diff(x, dim=dim)
-    pad = [0, 0] * (x.ndim - 1 - (dim % x.ndim)) + [0, 1]
-    return torch.nn.functional.pad(d, pad)
+    n = x.shape[dim]
+    out = torch.zeros_like(x)
+    torch.sub(x.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1), out=out.narrow(dim, 0, n - 1))
+    return out
 
 
 def forward_difference_adjoint(g: torch.Tensor, dim: int) -> torch.Tensor:
     """Adjoint of ``forward_difference`` (minus the backward-difference divergence)."""
     n = g.shape[dim]
     inner = g.narrow(dim, 0, n - 1)
-    lead = [0, 0] * (g.ndim - 1 - (dim % g.ndim))
-    return torch.nn.functional.pad(inner, lead + [1, 0]) - torch.nn.functional.pad(inner, lead + [0, 1])
+    out = torch.zeros_like(g)
+    out.narrow(dim, 0, n - 1).sub_(inner)
+    out.narrow(dim, 1, n - 1).add_(inner)
+    return out
 
 
 def _grad(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:

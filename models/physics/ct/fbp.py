@@ -22,7 +22,9 @@ The angular integral is ``sum over views x d_theta`` with ``d_theta = pi / views
 ``2 pi / views`` (fan): any view set is treated as an even sampling of the full orbit, so sparse views keep
 the image's units; a limited arc (or a fan-beam short scan, which would need Parker weights) does not.
 Backprojection is pixel-driven: each pixel centre is projected onto the detector and the filtered projection
-is linearly interpolated there (zero outside the detector). Result units: those of the projected image.
+is linearly interpolated there (zero outside the detector). It is not the adjoint of the Joseph projector (FBP
+needs the distance weights and a pixel-driven interpolation, not the transpose of the ray-driven one).
+Result units: those of the projected image.
 """
 
 from __future__ import annotations
@@ -135,13 +137,13 @@ def _pixel_projection(geom: Geometry, angles: torch.Tensor, dtype: torch.dtype,
     return index, weight
 
 
-def backproject_pixel_driven(filtered: torch.Tensor, geom: Geometry, max_elements: int = 2**22) -> torch.Tensor:
+def backproject_pixel_driven(filtered: torch.Tensor, geom: Geometry, max_elements: int = 2**23) -> torch.Tensor:
     """``sum_views weight(view, pixel) * q(view, detector index of pixel)``, linear interpolation, for
-    ``filtered`` of shape ``(..., V, N)``; returns ``(..., ny, nx)``. Differentiable (gathers).
+    ``filtered`` of shape ``(..., V, N)``; returns ``(..., ny, nx)``. Differentiable.
 
-    Slices go last in memory so that each gather fetches one contiguous row of slices, and the detector index
-    of each (view, pixel) is computed once for all slices; views are processed in chunks of
-    about ``max_elements`` (pixel, view, slice) values.
+    The interpolation is one ``grid_sample`` call per chunk of views (slices as channels, sample points exactly
+    on view rows, zeros outside the detector); the detector position of each (view, pixel) is computed once for
+    all slices. Views are processed in chunks of about ``max_elements`` (slice, view, pixel) values.
     """
     lead = filtered.shape[:-2]
     n_views, n_det = filtered.shape[-2:]
@@ -149,25 +151,28 @@ def backproject_pixel_driven(filtered: torch.Tensor, geom: Geometry, max_element
         raise ValueError(f"sinogram shape {(n_views, n_det)} does not match the geometry {geom.sinogram_shape}")
     ny, nx = geom.image_shape
     n_pix = ny * nx
-    q = filtered.reshape(-1, n_views, n_det)
-    batch = q.shape[0]
-    # (V * (N + 2), batch) with a zero detector column each side: reads outside the detector give 0
-    q = torch.nn.functional.pad(q, (1, 1)).permute(1, 2, 0).reshape(n_views * (n_det + 2), batch)
+    q = filtered.reshape(1, -1, n_views, n_det)          # (1, slices, V, N): slices as channels
+    batch = q.shape[1]
     angles = torch.as_tensor(geom.angles_array(), dtype=torch.float64, device=filtered.device)
-    out = torch.zeros(n_pix, batch, dtype=filtered.dtype, device=filtered.device)
-    chunk = max(1, max_elements // (n_pix * max(batch, 2)))
+    out = torch.zeros(batch, n_pix, dtype=filtered.dtype, device=filtered.device)
+    chunk = max(1, max_elements // (n_pix * max(batch, 1)))
+    x_scale = 2.0 / max(n_det - 1, 1)
+    y_scale = 2.0 / max(n_views - 1, 1)
     for v0 in range(0, n_views, chunk):
         v1 = min(n_views, v0 + chunk)
         index, weight = _pixel_projection(geom, angles[v0:v1], filtered.dtype, filtered.device)
-        index = (index + 1).clamp_(0, n_det + 1)     # shift for the zero padding
-        i0 = index.floor().clamp_(max=n_det)
-        w1 = (index - i0).unsqueeze(-1)
-        offsets = (torch.arange(v0, v1, device=filtered.device) * (n_det + 2))[:, None]
-        base = (i0.long() + offsets).reshape(-1)
-        lo = q.index_select(0, base).reshape(v1 - v0, n_pix, batch)
-        hi = q.index_select(0, base + 1).reshape(v1 - v0, n_pix, batch)
-        out = out + ((lo + (hi - lo) * w1) * weight.unsqueeze(-1)).sum(dim=0)
-    return out.transpose(0, 1).reshape(*lead, ny, nx)
+        # normalised grid_sample coordinates (align_corners=True): x along detectors, y on the view rows
+        gx = index * x_scale - 1.0
+        rows = torch.arange(v0, v1, device=filtered.device, dtype=filtered.dtype)
+        gy = (rows * y_scale - 1.0 if n_views > 1 else torch.zeros_like(rows))[:, None].expand_as(gx)
+        grid = torch.stack([gx, gy], dim=-1)[None]           # (1, Vc, P, 2)
+        sampled = torch.nn.functional.grid_sample(q, grid, mode="bilinear", padding_mode="zeros",
+                                                  align_corners=True)[0]   # (slices, Vc, P)
+        if weight.shape[-1] == 1:
+            out = out + sampled.sum(dim=1) * weight[0, 0]
+        else:
+            out = out + (sampled * weight).sum(dim=1)
+    return out.reshape(*lead, ny, nx)
 
 
 def filtered_backprojection(sinogram: torch.Tensor, geom: Geometry, filter_name: str = "ramp",
