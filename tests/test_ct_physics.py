@@ -82,6 +82,18 @@ def test_batched_over_slices_and_leading_dims():
         op.forward(torch.rand(3, 24, 25))
 
 
+def test_chunked_application_for_large_geometries_matches():
+    geom = fan_beam(24, 9)
+    whole = CTProjector(geom)
+    chunked = CTProjector(geom, max_nnz=3 * 2 * geom.num_detectors * 24)  # three views per chunk
+    assert chunked._chunks == [(0, 3), (3, 6), (6, 9)]
+    x = torch.rand(2, 24, 24)
+    y = torch.rand(2, 9, geom.num_detectors)
+    assert torch.allclose(chunked.forward(x), whole.forward(x), atol=1e-5)
+    assert torch.allclose(chunked.adjoint(y), whole.adjoint(y), atol=1e-5)
+    assert _dot_test(chunked) < 1e-4
+
+
 def test_projector_is_differentiable_with_adjoint_gradient():
     op = CTProjector(parallel_beam(20, 6))
     x = torch.rand(2, 20, 20, requires_grad=True)

@@ -15,6 +15,7 @@ differentiable (autograd uses the other matrix).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -109,9 +110,8 @@ def system_matrix_csr(geom: Geometry, chunk_rays: int = 2048) -> tuple[np.ndarra
     return crow, np.concatenate(cols_all), np.concatenate(vals_all)
 
 
-@functools.lru_cache(maxsize=8)
-def system_matrices(geom: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(A, A^T)`` as float32 CSR tensors on the CPU, cached per geometry (geometries are hashable)."""
+def build_system_matrices(geom: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, A^T)`` as float32 CSR tensors on the CPU (``system_matrices`` is the cached version)."""
     crow, cols, vals = system_matrix_csr(geom)
     n_rays = geom.num_views * geom.num_detectors
     n_pix = geom.image_shape[0] * geom.image_shape[1]
@@ -129,6 +129,12 @@ def system_matrices(geom: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
     return a, at
 
 
+@functools.lru_cache(maxsize=8)
+def system_matrices(geom: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, A^T)`` as float32 CSR tensors on the CPU, cached per geometry (geometries are hashable)."""
+    return build_system_matrices(geom)
+
+
 class _SparseApply(torch.autograd.Function):
     """``M @ x`` for x ``(n, batch)``, with the gradient through the precomputed transpose ``Mt``."""
 
@@ -142,16 +148,36 @@ class _SparseApply(torch.autograd.Function):
         return ctx.mt @ grad.contiguous(), None, None
 
 
+def nnz_bound(geom: Geometry) -> int:
+    """Upper bound of the system matrix's non-zeros: two per ray and step."""
+    return 2 * geom.num_views * geom.num_detectors * max(geom.image_shape)
+
+
+def view_subset(geom: Geometry, start: int, stop: int) -> Geometry:
+    """The same geometry restricted to views ``start:stop``."""
+    return dataclasses.replace(geom, angles=geom.angles[start:stop])
+
+
 class CTProjector(LinearOperator):
     """Forward projection ``(slices, ny, nx) -> (slices, views, detectors)`` and its exact adjoint.
 
     Leading dimensions are flattened, so ``(ny, nx)`` and ``(b, s, ny, nx)`` inputs work too. Works on any
     device and float dtype of the input (the matrices are moved/cast once and kept).
+    Geometries whose matrix would exceed ``max_nnz`` non-zeros (bound: ``nnz_bound``; about 16 bytes each for
+    ``A`` and ``A^T``) are applied in chunks of views whose matrices are built on the fly and not kept: bounded
+    memory, rebuilt at every call, so meant for one-off projections (simulation), not iterative loops.
     """
 
-    def __init__(self, geom: Geometry):
+    def __init__(self, geom: Geometry, max_nnz: int = 2**26, cache: bool = True):
         self.geom = geom
+        self._cache = cache
         self._mats: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        bound = nnz_bound(geom)
+        self._chunks: list[tuple[int, int]] | None = None
+        if bound > max_nnz:
+            per_view = max(1, bound // geom.num_views)
+            step = max(1, max_nnz // per_view)
+            self._chunks = [(v, min(geom.num_views, v + step)) for v in range(0, geom.num_views, step)]
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -165,7 +191,9 @@ class CTProjector(LinearOperator):
                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         key = (torch.device(device), dtype)
         if key not in self._mats:
-            a, at = system_matrices(self.geom)
+            if self._chunks is not None:
+                raise ValueError("this geometry is applied in chunks of views; it has no single system matrix")
+            a, at = (system_matrices if self._cache else build_system_matrices)(self.geom)
             self._mats[key] = (a.to(device=key[0], dtype=dtype), at.to(device=key[0], dtype=dtype))
         return self._mats[key]
 
@@ -181,10 +209,20 @@ class CTProjector(LinearOperator):
         return out.transpose(0, 1).reshape(*lead, *out_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._apply(x, False, self.image_shape, self.sinogram_shape)
+        if self._chunks is None:
+            return self._apply(x, False, self.image_shape, self.sinogram_shape)
+        parts = [CTProjector(view_subset(self.geom, a, b), max_nnz=2**62, cache=False).forward(x)
+                 for a, b in self._chunks]
+        return torch.cat(parts, dim=-2)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return self._apply(y, True, self.sinogram_shape, self.image_shape)
+        if self._chunks is None:
+            return self._apply(y, True, self.sinogram_shape, self.image_shape)
+        out = None
+        for a, b in self._chunks:
+            part = CTProjector(view_subset(self.geom, a, b), max_nnz=2**62, cache=False).adjoint(y[..., a:b, :])
+            out = part if out is None else out + part
+        return out
 
     def row_sums(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """``A 1`` as a ``(views, detectors)`` tensor (the length of each ray inside the image)."""
