@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -118,6 +119,7 @@ def build_system_matrices(geom: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
     if len(vals) >= 2**31 - 1:
         raise ValueError(f"system matrix too large ({len(vals)} non-zeros); use fewer views or a smaller image")
     crow_t, cols_t, vals_t = torch.from_numpy(crow), torch.from_numpy(cols), torch.from_numpy(vals)
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
     a = torch.sparse_csr_tensor(crow_t.to(torch.int32), cols_t, vals_t, size=(n_rays, n_pix), check_invariants=False)
     # A^T: a stable sort of the column indices keeps each column's rows in increasing order
     _, perm = torch.sort(cols_t, stable=True)
