@@ -1,0 +1,226 @@
+"""Classical CT reconstructions: FBP, SIRT, CGLS and ADMM-TV (2D per slice, 3D with TV along z).
+
+All take a sinogram ``y`` of shape ``(slices, views, detectors)`` and a ``CTProjector`` ``A`` (or, for FBP, its
+geometry) and return volumes ``(slices, ny, nx)`` in the units of the projected image (1/mm for attenuation).
+Iterative methods accept ``progress(done, total)``.
+
+Regularisation weights are scale-free: ADMM-TV solves ``min_x 1/2 ||A x - y||^2 + lam_abs TV(x)`` with
+``lam_abs = lam * L * s``, ``rho_abs = rho * L``, where ``L = ||A^T A||`` (power iteration, cached on the operator)
+and ``s = <A 1, y> / ||A 1||^2`` (the value of the uniform image that best explains ``y``, i.e. the mean
+attenuation over the field of view). So one ``lam`` suits any image size, view count, pixel size and unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from models.optim.cg import conjugate_gradient, max_eigenvalue
+from models.physics.ct.fbp import filtered_backprojection
+from models.physics.ct.geometry import Geometry
+from models.physics.ct.projector import CTProjector
+
+Progress = Callable[[int, int], None]
+
+
+def fbp(sinogram: torch.Tensor, geom: Geometry | CTProjector, filter_name: str = "ramp",
+        cutoff: float = 1.0) -> torch.Tensor:
+    """Filtered backprojection (see ``models.physics.ct.fbp``): ``(S, V, N) -> (S, ny, nx)``."""
+    geometry = geom.geom if isinstance(geom, CTProjector) else geom
+    return filtered_backprojection(sinogram, geometry, filter_name, cutoff)
+
+
+def sirt(sinogram: torch.Tensor, op: CTProjector, iterations: int = 100, nonneg: bool = True,
+         x0: torch.Tensor | None = None, relaxation: float = 1.0, progress: Progress | None = None) -> torch.Tensor:
+    """SIRT: ``x <- x + relaxation * C A^T R (y - A x)`` with ``R = 1 / (A 1)``, ``C = 1 / (A^T 1)``
+    (rays and pixels the image never touches are left out), then ``x <- max(x, 0)`` if ``nonneg``."""
+    dev, dt = sinogram.device, sinogram.dtype
+    row = op.forward(torch.ones(op.image_shape, device=dev, dtype=dt))
+    col = op.adjoint(torch.ones(op.sinogram_shape, device=dev, dtype=dt))
+    r = torch.where(row > 0, 1.0 / row.clamp_min(1e-12), torch.zeros_like(row))
+    c = torch.where(col > 0, relaxation / col.clamp_min(1e-12), torch.zeros_like(col))
+    x = torch.zeros(sinogram.shape[0], *op.image_shape, device=dev, dtype=dt) if x0 is None else x0.clone()
+    for it in range(iterations):
+        x = x + c * op.adjoint(r * (sinogram - op.forward(x)))
+        if nonneg:
+            x = x.clamp_min(0)
+        if progress:
+            progress(it + 1, iterations)
+    return x
+
+
+def cgls(sinogram: torch.Tensor, op: CTProjector, iterations: int = 20, x0: torch.Tensor | None = None,
+         progress: Progress | None = None) -> torch.Tensor:
+    """CGLS (CG on the normal equations ``A^T A x = A^T y`` in its stable least-squares form), each slice with
+    its own step sizes. Unregularised: the iteration count is the regulariser (early stopping)."""
+    dims = (1, 2)
+    x = torch.zeros(sinogram.shape[0], *op.image_shape, device=sinogram.device, dtype=sinogram.dtype) \
+        if x0 is None else x0.clone()
+    r = sinogram - op.forward(x) if x0 is not None else sinogram.clone()
+    s = op.adjoint(r)
+    p = s.clone()
+    gamma = (s * s).sum(dims, keepdim=True)
+    for it in range(iterations):
+        q = op.forward(p)
+        alpha = gamma / (q * q).sum(dims, keepdim=True).clamp_min(1e-30)
+        x = x + alpha * p
+        r = r - alpha * q
+        s = op.adjoint(r)
+        gamma_new = (s * s).sum(dims, keepdim=True)
+        p = s + (gamma_new / gamma.clamp_min(1e-30)) * p
+        gamma = gamma_new
+        if progress:
+            progress(it + 1, iterations)
+    return x
+
+
+# ---- total variation ----------------------------------------------------------------------------------------
+
+def forward_difference(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x[k+1] - x[k]`` along ``dim``, 0 at the last index (Neumann boundary); same shape as ``x``."""
+    n = x.shape[dim]
+    out = torch.zeros_like(x)
+    torch.sub(x.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1), out=out.narrow(dim, 0, n - 1))
+    return out
+
+
+def forward_difference_adjoint(g: torch.Tensor, dim: int) -> torch.Tensor:
+    """Adjoint of ``forward_difference`` (minus the backward-difference divergence)."""
+    n = g.shape[dim]
+    inner = g.narrow(dim, 0, n - 1)
+    out = torch.zeros_like(g)
+    out.narrow(dim, 0, n - 1).sub_(inner)
+    out.narrow(dim, 1, n - 1).add_(inner)
+    return out
+
+
+def _grad(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return torch.stack([forward_difference(x, d) for d in dims])
+
+
+def _grad_adjoint(g: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return sum(forward_difference_adjoint(g[i], d) for i, d in enumerate(dims))
+
+
+def _group_shrink(v: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Proximal map of ``threshold * ||.||_2`` over the first axis (isotropic TV)."""
+    norm = torch.sqrt((v * v).sum(0, keepdim=True))
+    return v * (1 - threshold / norm.clamp_min(1e-12)).clamp_min(0)
+
+
+def _soft(v: torch.Tensor, threshold: float) -> torch.Tensor:
+    return torch.sign(v) * (v.abs() - threshold).clamp_min(0)
+
+
+def operator_norm2(op: CTProjector, iters: int = 30) -> float:
+    """``||A^T A||`` by power iteration on one slice, cached on the operator."""
+    cached = getattr(op, "_norm2_cache", None)
+    if cached is None:
+        like = torch.zeros(op.image_shape, dtype=torch.float32)
+        cached = max_eigenvalue(op.normal, like, iters=iters)
+        op._norm2_cache = cached  # type: ignore[attr-defined]
+    return float(cached)
+
+
+def image_scale(sinogram: torch.Tensor, op: CTProjector) -> float:
+    """``<A 1, y> / ||A 1||^2``: the mean attenuation over the field of view (>= a tiny floor)."""
+    ones = op.forward(torch.ones(op.image_shape, device=sinogram.device, dtype=sinogram.dtype))
+    scale = float((ones * sinogram).sum() / (ones * ones).sum().clamp_min(1e-30) / sinogram.shape[0])
+    return max(scale, 1e-12)
+
+
+@dataclass(frozen=True)
+class ADMMSettings:
+    """ADMM-TV weights (scale-free, see the module docstring) and iteration counts."""
+
+    lam: float = 1e-3          # in-plane (isotropic) TV weight
+    lam_z: float = 1e-3        # TV weight along z (3D only)
+    rho: float = 1e-3          # ADMM penalty
+    iterations: int = 100      # outer ADMM iterations
+    cg_iterations: int = 5     # CG steps per x-update, warm started
+
+
+# Tuned by benchmarks/ct_tune_admm.py (grid lam x rho, 100 iterations, noiseless parallel beam over 180 deg,
+# 128 x 128 x 8 slabs: two pseudo-CT brain slabs and one random-ellipsoid volume; PSNR of the volume).
+# Results and the exact command: BENCHMARKS.md, "CT operators".
+# Measured (volume PSNR, dB): 2 views lam 1e-3 17.50 (SIRT-200 16.84, FBP 4.74); 4 views lam 3e-3 21.71 (21.29, 9.31);
+# 8 views lam 1e-3 27.91 (26.09, 13.56); 16 views lam 1e-4 32.34 (30.71, 18.72; grid not finished). rho was fixed
+# at 1e-3 in that grid; on a 64 x 64 Shepp-Logan slab rho 1e-2..1e-1 did up to 0.5 dB better.
+_TUNED = ((3, 1e-3), (6, 3e-3), (12, 1e-3), (24, 1e-4), (48, 1e-4))
+
+
+def tuned_admm_settings(views: int) -> ADMMSettings:
+    """The tuned ADMM-TV 3D settings for ``views`` views (fewer views need a stronger prior)."""
+    for max_views, lam in _TUNED:
+        if views <= max_views:
+            return ADMMSettings(lam=lam, lam_z=lam)
+    return ADMMSettings(lam=3e-5, lam_z=3e-5)
+
+
+def _admm_tv(sinogram: torch.Tensor, op: CTProjector, lam: float, lam_z: float, rho: float, iterations: int,
+             cg_iterations: int, nonneg: bool, volume: bool, x0: torch.Tensor | None,
+             progress: Progress | None) -> torch.Tensor:
+    norm2 = operator_norm2(op)
+    scale = image_scale(sinogram, op)
+    lam_abs, lam_z_abs, rho_abs = lam * norm2 * scale, lam_z * norm2 * scale, rho * norm2
+    dims = (0, 1, 2) if volume else (1, 2)          # difference axes of the (S, ny, nx) volume
+    use_z = volume and sinogram.shape[0] > 1
+    if not use_z:
+        dims = (1, 2)
+    aty = op.adjoint(sinogram)
+    x = torch.zeros_like(aty) if x0 is None else x0.clone()
+    z = _grad(x, dims)
+    u = torch.zeros_like(z)
+    zp, up = x.clamp_min(0), torch.zeros_like(x)
+    pos_weight = rho_abs if nonneg else 0.0
+
+    def normal(v: torch.Tensor) -> torch.Tensor:
+        out = op.normal(v) + rho_abs * _grad_adjoint(_grad(v, dims), dims)
+        return out + pos_weight * v if nonneg else out
+
+    for it in range(iterations):
+        rhs = aty + rho_abs * _grad_adjoint(z - u, dims)
+        if nonneg:
+            rhs = rhs + pos_weight * (zp - up)
+        # 3D couples the slices through D_z: one system; 2D: independent systems per slice
+        x = conjugate_gradient(normal, rhs, x0=x, max_iter=cg_iterations, batch_dims=0 if use_z else 1)
+        dx = _grad(x, dims)
+        v = dx + u
+        if use_z:
+            z = torch.cat([_soft(v[:1], lam_z_abs / rho_abs), _group_shrink(v[1:], lam_abs / rho_abs)])
+        else:
+            z = _group_shrink(v, lam_abs / rho_abs)
+        u = v - z
+        if nonneg:
+            zp = (x + up).clamp_min(0)
+            up = up + x - zp
+        if progress:
+            progress(it + 1, iterations)
+    return x.clamp_min(0) if nonneg else x
+
+
+def admm_tv_2d(sinogram: torch.Tensor, op: CTProjector, lam: float = 1e-3, rho: float = 1e-3, iterations: int = 100,
+               cg_iterations: int = 5, nonneg: bool = True, x0: torch.Tensor | None = None,
+               progress: Progress | None = None) -> torch.Tensor:
+    """Slice-by-slice ADMM for ``min 1/2 ||A x - y||^2 + lam_abs ||grad_xy x||_{2,1}`` (+ ``x >= 0``).
+
+    Splitting ``z = D x`` (and ``w = x`` for non-negativity), scaled duals ``u``: the x-update solves
+    ``(A^T A + rho D^T D + rho I) x = A^T y + rho D^T (z - u) + rho (w - u_w)`` by ``cg_iterations`` warm-started
+    CG steps; ``z = shrink(D x + u, lam / rho)`` (isotropic, per pixel); ``w = max(x + u_w, 0)``; duals ascend.
+    """
+    return _admm_tv(sinogram, op, lam, 0.0, rho, iterations, cg_iterations, nonneg, False, x0, progress)
+
+
+def admm_tv_3d(sinogram: torch.Tensor, op: CTProjector, lam: float = 1e-3, lam_z: float = 1e-3, rho: float = 1e-3,
+               iterations: int = 100, cg_iterations: int = 5, nonneg: bool = True, x0: torch.Tensor | None = None,
+               progress: Progress | None = None) -> torch.Tensor:
+    """ADMM for ``min 1/2 ||A x - y||^2 + lam_abs ||grad_xy x||_{2,1} + lam_z_abs ||D_z x||_1`` over the volume.
+
+    As ``admm_tv_2d`` with ``D = (D_z, D_y, D_x)``: the x-update is one CG on the whole volume,
+    ``(A^T A + rho D^T D [+ rho I]) x = A^T y + rho D^T (z - u) [+ rho (w - u_w)]`` (DiffusionMBIR/DDS use the
+    ``D_z`` part alone; ``lam=0`` gives exactly that), ``z_z = soft(D_z x + u_z, lam_z / rho)`` and the in-plane
+    pair is shrunk jointly. Slices are assumed evenly spaced (the slice thickness does not enter).
+    """
+    return _admm_tv(sinogram, op, lam, lam_z, rho, iterations, cg_iterations, nonneg, True, x0, progress)

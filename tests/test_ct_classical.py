@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import torch
+
+from models.classical.ct import (
+    admm_tv_2d,
+    admm_tv_3d,
+    cgls,
+    fbp,
+    forward_difference,
+    forward_difference_adjoint,
+    sirt,
+    tuned_admm_settings,
+)
+from models.physics.ct import CTProjector, fan_beam, parallel_beam
+from models.physics.ct.phantom import ellipses_sinogram, rasterise, shepp_logan_ellipsoids
+
+MU = 0.02  # 1/mm: the phantom in attenuation units
+
+
+def _psnr(x: np.ndarray, ref: np.ndarray) -> float:
+    return float(10 * np.log10(ref.max() ** 2 / np.mean((x - ref) ** 2)))
+
+
+def _phantom(size: int, slices: int, geom):
+    """3D Shepp-Logan slab (pixel-averaged) and its exact sinograms (no inverse crime)."""
+    ell = shepp_logan_ellipsoids()
+    z_range = (-0.25 - (slices - 1) / size, -0.25 + (slices - 1) / size)
+    volume = rasterise(ell, (slices, size, size), z_range=z_range, supersample=4) * MU
+    zs = np.linspace(*z_range, slices)
+    sino = np.stack([ellipses_sinogram(ell, geom, z) for z in zs]) * MU
+    return volume, torch.from_numpy(sino.astype(np.float32))
+
+
+def _orientations(x: np.ndarray) -> dict[str, np.ndarray]:
+    nz, ny, nx = x.shape
+    return {"axial": x[nz // 2], "coronal": x[:, ny // 2, :], "sagittal": x[:, :, nx // 2]}
+
+
+@pytest.fixture
+def one_thread():
+    """Small operators run faster on one thread, and much faster on a busy host (thread-pool contention)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("views", [8, 4, 2])
+def test_admm_tv_beats_fbp_on_axial_coronal_sagittal(views, one_thread):
+    """64 x 64 x 16 Shepp-Logan slab, exact noiseless parallel-beam sinograms over 180 deg, tuned ADMM-TV 3D.
+
+    Measured (axial / coronal / sagittal PSNR, dB): 8 views ADMM-TV 21.6 / 17.5 / 19.4 vs FBP about 13-15;
+    4 views 16.8 / 16.7 / 15.7 vs 9-12; 2 views 15.2 / 15.6 / 16.0 vs 6-12. On this small, partial-volume
+    phantom SIRT-100 is on par with ADMM-TV at 4 and 2 views (volume 18.4 and 15.9 dB), so only FBP is asserted.
+    """
+    size, slices = 64, 16
+    geom = parallel_beam(size, views)
+    op = CTProjector(geom)
+    volume, sino = _phantom(size, slices, geom)
+    recon_fbp = fbp(sino, geom).numpy()
+    s = tuned_admm_settings(views)
+    recon_tv = admm_tv_3d(sino, op, lam=s.lam, lam_z=s.lam_z, rho=s.rho, iterations=s.iterations,
+                          cg_iterations=s.cg_iterations).numpy()
+    assert recon_tv.min() >= 0
+    scores = {}
+    for name, ref in _orientations(volume).items():
+        scores[name] = (_psnr(_orientations(recon_tv)[name], ref), _psnr(_orientations(recon_fbp)[name], ref))
+        assert scores[name][0] > scores[name][1] + 1.0, (name, scores)
+
+
+def test_difference_operator_adjoint():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 5, 6, generator=g, dtype=torch.float64)
+    y = torch.rand(4, 5, 6, generator=g, dtype=torch.float64)
+    for dim in range(3):
+        lhs = (forward_difference(x, dim) * y).sum()
+        rhs = (x * forward_difference_adjoint(y, dim)).sum()
+        assert float(abs(lhs - rhs)) < 1e-12
+    assert torch.equal(forward_difference(torch.arange(4.0), 0), torch.tensor([1.0, 1.0, 1.0, 0.0]))
+
+
+def test_cgls_converges_to_least_squares():
+    geom = parallel_beam(12, 40)
+    op = CTProjector(geom)
+    a = op.matrices()[0].to_dense().double()
+    x_true = torch.rand(2, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = (op.forward(x_true.float()) + 0.01 * torch.randn(2, *op.sinogram_shape)).float()
+    ls = torch.linalg.lstsq(a, y.double().reshape(2, -1).T).solution.T.reshape(2, 12, 12)
+    x = cgls(y, op, iterations=150).double()
+    assert float(torch.linalg.vector_norm(x - ls) / torch.linalg.vector_norm(ls)) < 1e-2
+
+
+def test_sirt_reduces_residual_and_is_nonnegative():
+    geom = fan_beam(32, 20)
+    op = CTProjector(geom)
+    volume, sino = _phantom(32, 2, geom)
+    calls = []
+    res = []
+    x = None
+    for _ in range(3):
+        x = sirt(sino, op, iterations=10, x0=x, progress=lambda i, n: calls.append((i, n)))
+        res.append(float(torch.linalg.vector_norm(op.forward(x) - sino)))
+        assert float(x.min()) >= 0
+    assert res[0] > res[1] > res[2]
+    assert calls[-1] == (10, 10) and len(calls) == 30
+
+
+def test_admm_tv_2d_and_3d_run_on_fan_beam_with_progress():
+    geom = fan_beam(32, 12, detector_type="equiangular")
+    op = CTProjector(geom)
+    volume, sino = _phantom(32, 4, geom)
+    seen = []
+    x2 = admm_tv_2d(sino, op, iterations=15, progress=lambda i, n: seen.append((i, n)))
+    x3 = admm_tv_3d(sino, op, iterations=15)
+    assert seen[-1] == (15, 15)
+    base = _psnr(fbp(sino, geom).numpy(), volume)
+    assert _psnr(x2.numpy(), volume) > base
+    assert _psnr(x3.numpy(), volume) > base
+    assert x2.shape == x3.shape == (4, 32, 32)
