@@ -54,7 +54,7 @@ def evaluate_acquisitions(acquisitions: Iterable[tuple[str, Acquisition]], metho
             rows = per_method[method]
             for key in ("psnr", "ssim", "nmse"):
                 rows[key].append(result.metrics[key])
-            rows["seconds"].append(result.volume.attrs.get("seconds", float("nan")))
+            rows["seconds"].append(result.volume.attrs["seconds"])
             rows["slices"].append(result.volume.data.shape[0])
             if progress:
                 progress(name, method)

@@ -6,7 +6,6 @@ cropped to the acquisition's recon matrix, with the affine of the source.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +39,6 @@ def _maps_for(kspace: np.ndarray, num_low: int, method: str) -> np.ndarray:
 def run_slices(acq: MRIAcquisition, params: dict[str, Any], progress: Progress | None, fn: SliceFn,
                needs_maps: bool, chunk: int = 4) -> ImageVolume:
     """Reconstruct ``acq`` in chunks of slices with ``fn(kspace, mask, maps, params)``."""
-    start = time.perf_counter()
     mask, num_low = acquisition_mask(acq)
     mask_t = torch.from_numpy(mask)
     out = []
@@ -52,9 +50,7 @@ def run_slices(acq: MRIAcquisition, params: dict[str, Any], progress: Progress |
         out.append(center_crop(image, acq.image_shape).numpy())
         if progress:
             progress(min(first + chunk, total), total)
-    seconds = time.perf_counter() - start
-    return ImageVolume(np.concatenate(out).astype(np.complex64), acq.affine,
-                       {"seconds": seconds, "seconds_per_slice": seconds / max(total, 1), "params": params})
+    return ImageVolume(np.concatenate(out).astype(np.complex64), acq.affine, {"params": params})
 
 
 def _zero_filled(kspace, mask, maps, params):
@@ -83,9 +79,7 @@ def _method(name: str, fn: SliceFn, needs_maps: bool, description: str,
 
     def run(acq: MRIAcquisition, params: dict[str, Any], progress: Progress | None = None) -> ImageVolume:
         merged = {**defaults, **(params or {})}
-        volume = run_slices(acq, merged, progress, fn, needs_maps)
-        volume.attrs["method"] = name
-        return volume
+        return run_slices(acq, merged, progress, fn, needs_maps)
 
     return register(Reconstructor("mri", name, run, description, defaults))
 
@@ -97,17 +91,14 @@ def _learned_method(kind: str, description: str) -> Reconstructor:
         from pipelines.learned import reconstruct_acquisition
         from pipelines.zoo import DEFAULT_MODELS
 
-        start = time.perf_counter()
         model_id = params.get("model_id") or DEFAULT_MODELS[kind]
         model, card = _cached_model(model_id)
         if card["kind"] != kind:
             raise ValueError(f"model {model_id!r} is a {card['kind']}, not a {kind}")
         mask, num_low = acquisition_mask(acq)
         data = reconstruct_acquisition(model, acq, mask, num_low, progress)
-        seconds = time.perf_counter() - start
-        return ImageVolume(data, acq.affine, {
-            "method": kind, "model_id": model_id, "weights_sha256": card["sha256"], "engine": "torch-cpu",
-            "seconds": seconds, "seconds_per_slice": seconds / max(acq.num_slices, 1), "params": params})
+        return ImageVolume(data, acq.affine, {"model_id": model_id, "weights_sha256": card["sha256"],
+                                              "engine": "torch-cpu", "params": params})
 
     return register(Reconstructor("mri", kind, run, description, {}))
 

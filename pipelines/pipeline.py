@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,10 @@ def reconstruct(acq: Acquisition, method: str, params: dict[str, Any] | None = N
                 progress: Progress | None = None) -> ReconstructionResult:
     """Run ``method`` on an acquisition; metrics against its reference when it has one."""
     reconstructor = get(modality_of(acq), method)
+    start = time.perf_counter()
     volume = reconstructor.run(acq, dict(params or {}), progress)
+    seconds = time.perf_counter() - start
+    volume.attrs.update(method=method, seconds=seconds, seconds_per_slice=seconds / max(volume.data.shape[0], 1))
     metrics = None
     if acq.reference is not None:
         metrics = evaluate_volume(acq.reference, volume.magnitude())

@@ -105,7 +105,7 @@ def cmd_simulate_ct(args: argparse.Namespace) -> int:
     try:
         written = simulate_ct_dataset(Path(args.out), views=args.views, arc_deg=args.arc, geometry=args.geometry,
                                       noise_i0=args.noise, source=args.source, size=args.size, slices=args.slices,
-                                      seed=args.seed, progress=bar)
+                                      seed=args.seed, progress=bar, fan_detector=args.detector)
     finally:
         bar.close()
     print(f"wrote {len(written)} files to {args.out}")
@@ -276,8 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     ct = sim_sub.add_parser("ct", help="sparse-view CT sinograms (HDF5)")
     ct.add_argument("--out", required=True)
     ct.add_argument("--views", type=int, required=True, help="number of projection views")
-    ct.add_argument("--arc", type=float, default=180.0, help="angular range in degrees (default 180)")
-    ct.add_argument("--geometry", default="parallel", choices=["parallel", "fan", "fan-flat"])
+    ct.add_argument("--arc", type=float, default=None,
+                    help="angular range in degrees (default 180 for parallel beam, 360 for fan beam)")
+    ct.add_argument("--geometry", default="parallel", choices=["parallel", "fan"])
+    ct.add_argument("--detector", default="flat", choices=["flat", "equiangular"], help="fan-beam detector shape")
     ct.add_argument("--noise", type=float, default=None, help="incident photon count I0 (default: noiseless)")
     ct.add_argument("--source", default="shepp-logan",
                     help="shepp-logan, ellipsoids, brain, or a DICOM CT directory / NIfTI file")
