@@ -34,9 +34,13 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
 
 
-def network_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor],
+Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | list[torch.Tensor]"]
+
+
+def network_outputs(model: Network, inputs: dict[str, torch.Tensor],
                     recon_shape: tuple[int, int]) -> list[torch.Tensor]:
-    """Scaled forward pass; complex images (N, h, w, 2) in the input's units (a list: RIM's iterates)."""
+    """Scaled forward pass of a torch module or an engine with the same call signature; complex images
+    (N, h, w, 2) in the input's units (a list: RIM's iterates in training mode)."""
     scale = kspace_scale(inputs["masked_kspace"]).reshape(-1, 1, 1, 1, 1)
     out = model(inputs["masked_kspace"] / scale, inputs["mask"], inputs["sens_maps"])
     outs = out if isinstance(out, list) else [out]
@@ -48,7 +52,7 @@ def magnitude(x: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((x**2).sum(-1) + 1e-12)
 
 
-def reconstruct_acquisition(model: torch.nn.Module, acq: MRIAcquisition, mask: np.ndarray, num_low: int,
+def reconstruct_acquisition(model: Network, acq: MRIAcquisition, mask: np.ndarray, num_low: int,
                             progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Complex volume (slices, h, w) from an undersampled acquisition, one slice at a time."""
     out = []

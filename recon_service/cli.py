@@ -228,6 +228,18 @@ def cmd_zoo_ship(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipelines.engines import export_zoo_model
+
+    if args.format != "onnx":
+        raise ValueError(f"unsupported export format {args.format!r}")
+    print(f"exporting {args.model_id} with the {args.fft} FFT (this takes a minute)...", file=sys.stderr)
+    path, psnr_db = export_zoo_model(args.model_id, args.fft, Path(args.out) if args.out else None)
+    print(f"onnx: {path}")
+    print(f"parity ONNX Runtime CPU vs torch: {psnr_db:.1f} dB PSNR")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from pipelines.reconstructors import available
 
@@ -328,6 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     ship.add_argument("--eval-data", default="data/brain-bench",
                       help="directory with test/, test-orientation/, test-contrast/ (default data/brain-bench)")
     ship.set_defaults(func=cmd_zoo_ship)
+
+    ex = sub.add_parser("export", help="export a zoo model to ONNX (dynamic batch, coils and matrix size)")
+    ex.add_argument("model_id")
+    ex.add_argument("--format", default="onnx", choices=["onnx"])
+    ex.add_argument("--fft", default="matmul", choices=["matmul", "dft-op"],
+                    help="matmul runs on every ONNX Runtime provider; dft-op uses the ONNX DFT op (CPU only)")
+    ex.add_argument("--out", help="output .onnx path (default models/zoo/MODEL_ID/model-FFT.onnx)")
+    ex.set_defaults(func=cmd_export)
 
     sub.add_parser("methods", help="list reconstruction methods").set_defaults(func=cmd_methods)
 
