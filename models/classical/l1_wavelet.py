@@ -15,7 +15,10 @@ any amplitude (the solution is equivariant: scaling ``y`` by ``a`` scales ``x*``
 Cycle spinning: as in BART's ``pics``, each proximal step shifts the image by a random offset in
 ``[0, 2^levels)`` per axis before the wavelet transform and back afterwards. The randomly shifted
 wavelets regularise like a shift-invariant (undecimated) transform at the cost of an orthonormal one,
-removing the blocky artefacts of a fixed decimated grid.
+removing the blocky artefacts of a fixed decimated grid. ``wavelet="db2+haar"`` (the default) goes one
+step further and alternates the basis between iterations, so the effective regulariser averages a
+smooth (Daubechies-2) and a piecewise-constant (Haar) dictionary: on BART's phantom it gains 1.2 dB
+over db2 alone, on the brain slice it is level at 4x and better at 8x (benchmarks/mri_classical.py).
 
 Step size: ``1 / L`` with ``L = max_r sum_c |S_c(r)|^2``, an upper bound of the largest eigenvalue of
 ``A^H A`` (the FFT is unitary and the mask a projection), so no power iteration is needed; it is 1
@@ -40,7 +43,7 @@ from models.physics.wavelet import WaveletTransform, approximation_mask, default
 DEFAULTS = {
     "lam": 5e-4,
     "max_iter": 60,
-    "wavelet": "db2",
+    "wavelet": "db2+haar",
     "levels": None,
     "random_shift": True,
     "method": "pogm",
@@ -106,7 +109,8 @@ def l1_wavelet(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, lam
     regularised on its own (combine by root-sum-of-squares over the set axis for display).
 
     ``lam``: regularisation weight relative to the data scale (module docstring); ``max_iter``:
-    proximal-gradient iterations; ``method``: ``fista``, ``pogm`` or ``ista``; ``levels``: wavelet
+    proximal-gradient iterations; ``method``: ``fista``, ``pogm`` or ``ista``; ``wavelet``: a name from
+    ``models.physics.wavelet.WAVELETS`` or several joined by ``+`` (used in turn); ``levels``: wavelet
     levels (default: coarsest band at least 16 pixels); ``threshold_coarse``: also shrink the coarsest
     approximation band (as BART does; keeping it lets a low-frequency haze survive outside the object);
     ``continuation``: the threshold starts at ``continuation * lam`` and decays geometrically to
@@ -134,8 +138,11 @@ def l1_wavelet(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, lam
     # per slice (all map sets together), times the step inside prox
     threshold = lam * data_scale(aty, scale_quantile, 3 if sets else 2)
 
-    levels = default_levels((h, w), wavelet) if levels is None else levels
-    transform = WaveletTransform((h, w), wavelet, levels)  # validates wavelet and levels
+    wavelets = wavelet.split("+")
+    levels = default_levels((h, w)) if levels is None else levels
+    transform = WaveletTransform((h, w), wavelets[0], levels)  # validates levels
+    for name in wavelets[1:]:
+        WaveletTransform((h, w), name, levels)
     ph, pw = transform.coeff_shape
     padded = (ph, pw) != (h, w)
     keep_coarse = None if threshold_coarse else approximation_mask((ph, pw), levels)
@@ -162,14 +169,15 @@ def l1_wavelet(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, lam
     def prox(v: torch.Tensor, t: float) -> torch.Tensor:
         shifts = tuple(int(s) for s in torch.randint(0, period, (2,), generator=gen)) if random_shift else (0, 0)
         vs = torch.roll(v, shifts, dims=(-2, -1)) if random_shift else v
-        coeffs = dwt2(vs, levels, wavelet)
         k = calls[0]
         calls[0] += 1
+        wav = wavelets[k % len(wavelets)]
+        coeffs = dwt2(vs, levels, wav)
         boost = continuation ** max(0.0, 1.0 - k / ramp) if continuation > 1 else 1.0
         shrunk = soft_threshold(coeffs, threshold * (t * boost))
         if keep_coarse is not None:
             shrunk = torch.where(keep_coarse, coeffs, shrunk)
-        out = idwt2(shrunk, levels, wavelet)
+        out = idwt2(shrunk, levels, wav)
         return torch.roll(out, (-shifts[0], -shifts[1]), dims=(-2, -1)) if random_shift else out
 
     start = pad(aty if x0 is None else x0)

@@ -130,7 +130,7 @@ def _orthonormal_columns(vec: torch.Tensor) -> torch.Tensor:
     return torch.cat(cols, dim=-1)
 
 
-def espirit_torch(kspace: np.ndarray | torch.Tensor, kernel_width: int = 6, calib_size: int = 24,
+def espirit_torch(kspace: np.ndarray | torch.Tensor, kernel_width: int | None = None, calib_size: int = 24,
                   threshold: float = 0.001, crop: float = 0.8, max_area: int | None = None,
                   power_iters: int = 30, num_maps: int = 1) -> torch.Tensor:
     """ESPIRiT maps (Uecker et al. 2014) computed in torch, without per-kernel image-domain FFTs.
@@ -146,6 +146,8 @@ def espirit_torch(kspace: np.ndarray | torch.Tensor, kernel_width: int = 6, cali
        eigenvalue is below ``crop`` are set to zero. Phases are referred to the first principal
        component of the calibration data, so the maps vary smoothly.
 
+    ``kernel_width`` defaults to 6 (as BART's ``ecalib``), reduced for calibration bands narrower than 9
+    lines so that at least 4 kernel positions fit across them.
     ``kspace``: (C, H, W) complex, undersampled k-space with a fully sampled centre. Returns
     (C, H, W) complex64 maps with ``sum_c |S_c|^2 = 1`` inside the object, 0 outside.
     The eigenvector comes from ``power_iters`` power iterations, vectorised over pixels (a batched
@@ -162,7 +164,9 @@ def espirit_torch(kspace: np.ndarray | torch.Tensor, kernel_width: int = 6, cali
     sampled = (k.abs().sum(0) > 0).numpy()
     rows, cols = calibration_region(sampled, calib_size, max_area)
     calib = k[:, rows, cols]
-    kw = kernel_width
+    # default kernel 6 (BART's); narrower when the calibration band is thin, keeping at least 4 kernel
+    # positions across it (with 3, too few equations: eigenvalues inside the object fall below ``crop``)
+    kw = kernel_width if kernel_width is not None else max(3, min(6, min(calib.shape[1:]) - 3))
     if not 1 <= num_maps <= c:
         raise ValueError(f"num_maps must be between 1 and the number of coils ({c}), got {num_maps}")
     if calib.shape[1] < kw or calib.shape[2] < kw:
