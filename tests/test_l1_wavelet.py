@@ -161,6 +161,20 @@ def test_l1_wavelet_is_batched_scale_equivariant_and_reports_progress():
     assert torch.allclose(batch[1], 10 * one, rtol=1e-4, atol=1e-4)
 
 
+def test_l1_wavelet_pads_sizes_the_wavelet_does_not_divide():
+    # 29 x 38 (odd height: also the shifted-FFT fallback of fast_normal), 3 levels -> solved on 32 x 40
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 29), torch.linspace(-1, 1, 38), indexing="ij")
+    x = ((xx**2 + yy**2) < 0.6).to(torch.complex64) + 0.5 * ((xx - 0.2) ** 2 + yy**2 < 0.05)
+    maps = _crandn(4, 29, 38)
+    maps = maps / torch.sqrt((maps.abs() ** 2).sum(0))
+    mask = torch.from_numpy(random_column_mask(38, 3, 0.2, seed=1).mask)
+    y = fft2c(maps * x) * mask
+    out = l1_wavelet(y, mask, maps, levels=3, max_iter=80)
+    assert out.shape == (29, 38)
+    cg_err = torch.linalg.vector_norm(cg_sense(y, mask, maps) - x)  # piecewise-constant object: L1 wins
+    assert float(torch.linalg.vector_norm(out - x)) < 0.5 * float(cg_err)
+
+
 def test_l1_wavelet_bad_inputs():
     maps = torch.ones(4, 16, 16, dtype=torch.complex64)
     y = torch.ones(4, 16, 16, dtype=torch.complex64)
