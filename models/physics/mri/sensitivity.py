@@ -16,7 +16,7 @@ import torch
 
 from models.physics.mri.fft import ifft2c
 
-MAP_METHODS = ("acs", "espirit")
+MAP_METHODS = ("acs", "espirit", "espirit-sigpy")
 
 
 def _normalise(maps: np.ndarray, support: np.ndarray) -> np.ndarray:
@@ -72,10 +72,13 @@ def espirit_maps(kspace: np.ndarray, num_low: int, kernel_width: int = 6, thresh
 
 
 def estimate_maps(kspace: np.ndarray, num_low: int, method: str = "acs") -> np.ndarray:
-    """Sensitivity maps by ``method`` (``acs`` or ``espirit``)."""
+    """Sensitivity maps by ``method``: ``acs``, ``espirit`` (our torch ESPIRiT, calibration region found
+    from the sampled data) or ``espirit-sigpy``."""
     if method == "acs":
         return acs_maps(kspace, num_low)
     if method == "espirit":
+        return espirit_torch(kspace).numpy().astype(np.complex64)
+    if method == "espirit-sigpy":
         return espirit_maps(kspace, num_low)
     raise ValueError(f"unknown sensitivity method {method!r}; choose one of {', '.join(MAP_METHODS)}")
 
