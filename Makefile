@@ -28,6 +28,9 @@ test: setup lint
 
 bench: setup
 	$(PY) benchmarks/mri_classical.py
+	$(PY) benchmarks/ct_operators.py
+	$(PY) benchmarks/mri_brain.py
+	$(PY) benchmarks/unrolled_latency.py
 
 clean:
 	rm -rf $(VENV) demo-out benchmarks/out .pytest_cache
