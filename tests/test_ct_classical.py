@@ -37,17 +37,8 @@ def _orientations(x: np.ndarray) -> dict[str, np.ndarray]:
     return {"axial": x[nz // 2], "coronal": x[:, ny // 2, :], "sagittal": x[:, :, nx // 2]}
 
 
-@pytest.fixture
-def one_thread():
-    """Small operators run faster on one thread, and much faster on a busy host (thread-pool contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("views", [8, 4, 2])
-def test_admm_tv_beats_fbp_on_axial_coronal_sagittal(views, one_thread):
+def test_admm_tv_beats_fbp_on_axial_coronal_sagittal(views, single_thread):
     """64 x 64 x 16 Shepp-Logan slab, exact noiseless parallel-beam sinograms over 180 deg, tuned ADMM-TV 3D.
 
     Measured (axial / coronal / sagittal PSNR, dB): 8 views ADMM-TV 21.6 / 17.5 / 19.4 vs FBP about 13-15;

@@ -15,15 +15,7 @@ import torch
 from models.engine import create_session, default_dynamic_shapes, export_onnx
 from models.unrolled import build_model
 
-pytestmark = pytest.mark.slow
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP barriers stall."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
 
 CONFIGS = {

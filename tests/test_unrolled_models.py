@@ -24,14 +24,7 @@ from models.unrolled.complex_ops import CenteredFFT, complex_conj, complex_mul, 
 from models.unrolled.conv_gru import ConvRecurrentUnit
 from models.unrolled.sens_unet import SensitivityRefiner
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP barriers stall."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 TINY_RVN = {"num_steps": 2, "hidden_channels": 8, "num_layers": 2, "multiscale": 2,

@@ -35,19 +35,12 @@ class SenseOperator(LinearOperator):
         return reduce(ifft2c(self._apply_mask(fft2c(expand(x, self.maps)))), self.maps)
 
 
-class SoftSenseOperator(LinearOperator):
+class SoftSenseOperator(SenseOperator):
     """Several sets of maps (ESPIRiT's soft-SENSE): ``A x = M F sum_m S_m x_m``.
 
     ``maps``: (..., M, C, H, W); images (..., M, H, W), one per set; k-space (..., C, H, W).
     With M = 1 it equals ``SenseOperator`` on a singleton set axis.
     """
-
-    def __init__(self, maps: torch.Tensor, mask: torch.Tensor | None = None):
-        self.maps = maps
-        self.mask = None if mask is None else mask.to(maps.real.dtype)
-
-    def _apply_mask(self, k: torch.Tensor) -> torch.Tensor:
-        return k if self.mask is None else k * self.mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._apply_mask(fft2c((self.maps * x.unsqueeze(-3)).sum(dim=-4)))
