@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 from collections.abc import Callable
 from datetime import date
@@ -17,6 +18,27 @@ from pipelines.zoo import ZOO_DIR, load_card, write_card
 
 EVAL_SETS = ("test", "test-orientation", "test-contrast")
 ACCELERATIONS = ("4x", "8x")
+
+
+def training_command(run: Path, config: dict[str, Any]) -> str:
+    """The ``recon train`` command that reproduces a run: every setting that differs from the defaults."""
+    from dataclasses import asdict
+
+    from pipelines.train import SMALL_CONFIGS, TrainConfig
+
+    defaults = {**asdict(TrainConfig(model=config["model"])), "model_config": SMALL_CONFIGS[config["model"]]}
+    flags = {"steps", "seed", "threads", "data", "val_data"}
+    changed = {k: v for k, v in config.items()
+               if k in defaults and k not in flags | {"model"} and json.dumps(v) != json.dumps(defaults[k])}
+    command = f"recon train {config['model']} --out {run} --steps {config['steps']} --seed {config['seed']}"
+    if config.get("threads"):
+        command += f" --threads {config['threads']}"
+    for flag in ("data", "val_data"):
+        if config.get(flag) != defaults[flag]:
+            command += f" --{flag.replace('_', '-')} {config.get(flag)}"
+    if changed:
+        command += f" --config '{json.dumps(changed)}'"
+    return command
 
 
 def _training_seconds(run: Path) -> float:
@@ -48,10 +70,10 @@ def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR,
         "data": "simulated brain training split (recon simulate mri --set train): ICBM152 template, "
                 "T1/T2/PD contrasts, axial training slabs only, 8 coils, 128x128, SNR 30 dB",
         "recipe": {k: v for k, v in config.items() if k not in ("model", "model_config", "parameters")},
-        "command": f"recon train {config['model']} --out {run} --steps {config['steps']} "
-                   f"--threads {config.get('threads') or 1} --seed {config['seed']}",
+        "command": training_command(run, config),
         "seconds": _training_seconds(run),
-        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads available, torch {torch.__version__}",
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {config.get('threads') or 'all'} training "
+                   f"thread(s), torch {torch.__version__}",
         "date": date.today().isoformat(),
     }
     card_path = write_card(model_id, config["model"], config["model_config"], run / "model.pt",
