@@ -3,6 +3,7 @@ session callable like the torch module (``engine(masked_kspace, mask, sens_maps)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from models.engine.onnx_export import export_onnx
 from models.engine.session import DEFAULT_PROVIDERS, create_session
 from models.physics.mri.fft import FFT_VARIANTS
-from pipelines.zoo import ZOO_DIR, ModelError, load_model, model_dir
+from pipelines.zoo import CARD, ZOO_DIR, ModelError, load_model, model_dir, sha256_of
 
 
 def onnx_path(model_id: str, fft: str, zoo: Path = ZOO_DIR) -> Path:
@@ -70,4 +71,30 @@ def export_zoo_model(model_id: str, fft: str = "matmul", out: Path | None = None
     with torch.no_grad():
         expected = model(*check)
     got = OnnxEngine(path, ("CPUExecutionProvider",))(*check)
-    return path, parity_psnr(expected, got)
+    psnr_db = parity_psnr(expected, got)
+    if path.parent == model_dir(model_id, zoo):
+        _record_engine(model_id, path, fft, psnr_db, zoo)
+    return path, psnr_db
+
+
+def _record_engine(model_id: str, path: Path, fft: str, psnr_db: float, zoo: Path) -> None:
+    """List an engine file in the model's card with its checksum, so a changed file is refused."""
+    card_path = model_dir(model_id, zoo) / CARD
+    card = json.loads(card_path.read_text())
+    card.setdefault("engines", {})[path.name] = {
+        "format": "onnx", "fft": fft, "sha256": sha256_of(path), "parity_psnr_db_vs_torch": round(psnr_db, 1),
+        "dynamic_axes": "batch, coils, H, W"}
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+def verified_onnx_path(model_id: str, fft: str, card: dict, zoo: Path = ZOO_DIR) -> Path:
+    """The model's ONNX file for ``fft``, checked against the checksum in its card."""
+    path = onnx_path(model_id, fft, zoo)
+    if not path.exists():
+        raise ModelError(f"no ONNX engine {path}; make it with `recon export {model_id} --format onnx --fft {fft}`")
+    listed = card.get("engines", {}).get(path.name)
+    if listed is None:
+        raise ModelError(f"{path} is not listed in the card of {model_id}; re-export it with `recon export`")
+    if sha256_of(path) != listed["sha256"]:
+        raise ModelError(f"{path}: checksum mismatch with the card; the engine is corrupt or was replaced")
+    return path

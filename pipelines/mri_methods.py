@@ -95,7 +95,7 @@ def _learned_method(kind: str, description: str) -> Reconstructor:
         model, card = _cached_model(model_id)
         if card["kind"] != kind:
             raise ValueError(f"model {model_id!r} is a {card['kind']}, not a {kind}")
-        engine, provider = _engine(model, model_id, params)
+        engine, provider = _engine(model, model_id, card, params)
         mask, num_low = acquisition_mask(acq)
         data = reconstruct_acquisition(engine, acq, mask, num_low, progress)
         return ImageVolume(data, acq.affine, {"model_id": model_id, "weights_sha256": card["sha256"],
@@ -109,24 +109,21 @@ _ENGINE_CACHE: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 ENGINES = ("torch", "onnx")
 
 
-def _engine(model: torch.nn.Module, model_id: str, params: dict[str, Any]) -> tuple[Any, str]:
+def _engine(model: torch.nn.Module, model_id: str, card: dict[str, Any], params: dict[str, Any]) -> tuple[Any, str]:
     """The torch module, or an ONNX Runtime session of its exported graph (``engine=onnx``)."""
     kind = params.get("engine", "torch")
     if kind not in ENGINES:
         raise ValueError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINES)}")
     if kind == "torch":
         return model, "torch-cpu"
-    from pipelines.engines import OnnxEngine, onnx_path
+    from pipelines.engines import OnnxEngine, verified_onnx_path
 
     fft = params.get("fft", "matmul")
     providers = tuple(params.get("providers") or ("TensorrtExecutionProvider", "CUDAExecutionProvider",
                                                   "CPUExecutionProvider"))
     key = (model_id, fft, providers)
     if key not in _ENGINE_CACHE:
-        path = onnx_path(model_id, fft)
-        if not path.exists():
-            raise ValueError(f"no ONNX engine {path}; make it with `recon export {model_id} --format onnx --fft {fft}`")
-        _ENGINE_CACHE[key] = OnnxEngine(path, providers)
+        _ENGINE_CACHE[key] = OnnxEngine(verified_onnx_path(model_id, fft, card), providers)
     engine = _ENGINE_CACHE[key]
     return engine, f"onnxruntime:{engine.provider}"
 

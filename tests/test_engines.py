@@ -34,3 +34,24 @@ def test_exported_zoo_model_matches_torch_on_a_real_acquisition(tmp_path):
     onnx = reconstruct_acquisition(engine, acq, mask, num_low)
     assert onnx.shape == eager.shape == (2, 48, 48)
     assert parity_psnr(torch.from_numpy(np.abs(eager)), torch.from_numpy(np.abs(onnx))) > 50
+
+
+def test_engine_file_must_match_its_card(tmp_path):
+    import pytest
+
+    from pipelines.engines import verified_onnx_path
+    from pipelines.zoo import ModelError, load_card
+
+    zoo = tmp_path / "zoo"
+    weights = tmp_path / "w.pt"
+    torch.save(build_model("recurrentvarnet", TINY).state_dict(), weights)
+    write_card("tiny", "recurrentvarnet", TINY, weights, {}, zoo=zoo)
+    with pytest.raises(ModelError, match="recon export tiny"):
+        verified_onnx_path("tiny", "matmul", load_card("tiny", zoo), zoo)
+    path, _ = export_zoo_model("tiny", "matmul", zoo=zoo)
+    card = load_card("tiny", zoo)
+    assert card["engines"][path.name]["fft"] == "matmul"
+    assert verified_onnx_path("tiny", "matmul", card, zoo) == path
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        verified_onnx_path("tiny", "matmul", card, zoo)

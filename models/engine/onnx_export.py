@@ -70,6 +70,8 @@ def export_onnx(module: nn.Module, example_inputs: Sequence[torch.Tensor], path:
         kwargs["input_names"] = params[: len(example_inputs)]
     except (TypeError, ValueError):
         pass
+    # the exporter warns that torchvision's ops cannot be registered: there is no torchvision here, and no need
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not actionable here
