@@ -167,14 +167,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
                 group["lr"] = lr_at(step, cfg)
             preds = [magnitude(o) for o in network_outputs(model, inputs, tuple(target.shape[-2:]))]
             loss = sum(l1_ssim_loss(p, target, cfg.ssim_weight) for p in preds) / len(preds)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):  # before the step, so the last checkpoint stays usable
+                raise RuntimeError(f"loss became {loss_value} at step {step}; lower the learning rate")
             optimizer.zero_grad()
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            if not math.isfinite(float(loss)):
-                raise RuntimeError(f"loss became {float(loss)} at step {step}; lower the learning rate")
-            log.writerow([step + 1, f"{float(loss):.6f}", f"{lr_at(step, cfg):.3e}", acc,
+            log.writerow([step + 1, f"{loss_value:.6f}", f"{lr_at(step, cfg):.3e}", acc,
                           f"{time.perf_counter() - t0:.1f}"])
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                 log_file.flush()
@@ -184,6 +185,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
                 with open(out / "val.jsonl", "a") as f:
                     f.write(json.dumps({"step": step + 1, **scores}) + "\n")
             if progress:
-                progress(step + 1, cfg.steps, float(loss))
+                progress(step + 1, cfg.steps, loss_value)
     torch.save(model.state_dict(), out / WEIGHTS)
     return out / WEIGHTS
