@@ -135,6 +135,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if cfg.val_data and not any(Path(cfg.val_data).glob("*.h5")):
+        raise InputError(cfg.val_data, "no .h5 validation files (give --val-data, or \"val_data\": null in --config)")
     data = TrainingSlices(cfg.data)
     model = build_model(cfg.model, cfg.model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -1,4 +1,4 @@
-"""The ``recon`` command line: simulate, reconstruct, evaluate, demo."""
+"""The ``recon`` command line: simulate, reconstruct, evaluate, train, export and the model zoo, demo."""
 
 from __future__ import annotations
 
@@ -324,9 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-data", dest="val_data", help="directory of undersampled files with references")
     tr.add_argument("--config", help="JSON file or text overriding training settings, e.g. "
                                      "'{\"model_config\": {\"num_steps\": 8}, \"lr\": 3e-4}'")
-    tr.add_argument("--steps", type=int)
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--threads", type=int)
+    tr.add_argument("--steps", type=int, help="optimiser steps (default 2000)")
+    tr.add_argument("--seed", type=int, help="seed for weights, masks and slice order (default 0)")
+    tr.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     tr.add_argument("--out", required=True, help="run directory: checkpoint, log.csv, val.jsonl, model.pt")
     tr.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     tr.set_defaults(func=cmd_train)
@@ -351,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="list reconstruction methods").set_defaults(func=cmd_methods)
 
-    demo = sub.add_parser("demo", help="simulate a brain study, reconstruct it with each method, print metrics")
+    demo = sub.add_parser("demo", help="simulate a brain MRI and a CT study, reconstruct them with every method, "
+                                       "print metrics")
     demo.add_argument("--out", default="demo-out")
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -56,6 +56,9 @@ def test_training_refuses_bad_data(dataset, tmp_path):
               tmp_path / "r")
     with pytest.raises(InputError, match="no .h5 training files"):
         train(TrainConfig(model="rim", model_config=TINY, data=str(tmp_path), val_data=None, steps=1), tmp_path / "r2")
+    with pytest.raises(InputError, match="no .h5 validation files"):
+        train(TrainConfig(model="rim", model_config=TINY, data=str(dataset / "train"), val_data=str(tmp_path),
+                          steps=1), tmp_path / "r4")
     train(_cfg(dataset, 2), tmp_path / "r3")
     with pytest.raises(ValueError, match="another model configuration"):
         train(TrainConfig(model="rim", model_config={**TINY, "hidden_channels": 6}, data=str(dataset / "train"),
