@@ -3,7 +3,6 @@ session callable like the torch module (``engine(masked_kspace, mask, sens_maps)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch
 from models.engine.onnx_export import export_onnx
 from models.engine.session import DEFAULT_PROVIDERS, create_session
 from models.physics.mri.fft import FFT_VARIANTS
-from pipelines.zoo import CARD, ZOO_DIR, ModelError, load_model, model_dir, sha256_of
+from pipelines.zoo import ZOO_DIR, ModelError, load_card, load_model, model_dir, save_card, sha256_of
 
 
 def onnx_path(model_id: str, fft: str, zoo: Path = ZOO_DIR) -> Path:
@@ -79,12 +78,11 @@ def export_zoo_model(model_id: str, fft: str = "matmul", out: Path | None = None
 
 def _record_engine(model_id: str, path: Path, fft: str, psnr_db: float, zoo: Path) -> None:
     """List an engine file in the model's card with its checksum, so a changed file is refused."""
-    card_path = model_dir(model_id, zoo) / CARD
-    card = json.loads(card_path.read_text())
+    card = load_card(model_id, zoo)
     card.setdefault("engines", {})[path.name] = {
         "format": "onnx", "fft": fft, "sha256": sha256_of(path), "parity_psnr_db_vs_torch": round(psnr_db, 1),
         "dynamic_axes": "batch, coils, H, W"}
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    save_card(card, zoo)
 
 
 def verified_onnx_path(model_id: str, fft: str, card: dict, zoo: Path = ZOO_DIR) -> Path:

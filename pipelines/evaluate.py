@@ -74,3 +74,22 @@ def evaluate_directory(directory: str | Path, methods: Sequence[str],
     # a generator: one file in memory at a time
     summary = evaluate_acquisitions(((f.name, load(f)) for f in files), methods, params, progress)
     return {"dataset": str(directory), **summary}
+
+
+HELD_OUT_SETS = ("test", "test-orientation", "test-contrast")
+ACCELERATIONS = ("4x", "8x")
+
+
+def evaluate_held_out(root: str | Path, methods: Sequence[str], params: dict[str, dict[str, Any]] | None = None,
+                      progress: Callable[[str, str, dict[str, Any]], None] | None = None
+                      ) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{set: {acceleration: summary}}`` over the simulated brain benchmark's held-out sets under ``root``
+    (files named ``*_4x*`` / ``*_8x*``); ``progress(set, acceleration, summary)`` after each."""
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in HELD_OUT_SETS:
+        for acc in ACCELERATIONS:
+            summary = evaluate_directory(Path(root) / name, methods, params, pattern=f"*_{acc}*")
+            results.setdefault(name, {})[acc] = summary
+            if progress:
+                progress(name, acc, summary)
+    return results

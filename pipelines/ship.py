@@ -13,11 +13,8 @@ from typing import Any
 
 import torch
 
-from pipelines.evaluate import evaluate_directory
-from pipelines.zoo import ZOO_DIR, load_card, write_card
-
-EVAL_SETS = ("test", "test-orientation", "test-contrast")
-ACCELERATIONS = ("4x", "8x")
+from pipelines.evaluate import evaluate_held_out
+from pipelines.zoo import ZOO_DIR, load_card, save_card, write_card
 
 
 def training_command(run: Path, config: dict[str, Any]) -> str:
@@ -51,15 +48,14 @@ def evaluate_model(model_id: str, eval_root: Path, zoo: Path = ZOO_DIR,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """PSNR/SSIM/NMSE of a zoo model per held-out set and acceleration."""
     kind = load_card(model_id, zoo)["kind"]
-    metrics: dict[str, Any] = {}
-    for name in EVAL_SETS:
-        for acc in ACCELERATIONS:
-            summary = evaluate_directory(eval_root / name, [kind], {kind: {"model_id": model_id}},
-                                         pattern=f"*_{acc}*")
-            metrics.setdefault(name, {})[acc] = {**summary["methods"][kind], "volumes": summary["volumes"]}
-            if progress:
-                progress(f"{model_id} {name} {acc}: PSNR {metrics[name][acc]['psnr']['mean']:.2f}")
-    return metrics
+
+    def report(name: str, acc: str, summary: dict[str, Any]) -> None:
+        if progress:
+            progress(f"{model_id} {name} {acc}: PSNR {summary['methods'][kind]['psnr']['mean']:.2f}")
+
+    results = evaluate_held_out(eval_root, [kind], {kind: {"model_id": model_id}}, report)
+    return {name: {acc: {**summary["methods"][kind], "volumes": summary["volumes"]}
+                   for acc, summary in by_acc.items()} for name, by_acc in results.items()}
 
 
 def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR,
@@ -76,11 +72,9 @@ def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR,
                    f"thread(s), torch {torch.__version__}",
         "date": date.today().isoformat(),
     }
-    card_path = write_card(model_id, config["model"], config["model_config"], run / "model.pt",
-                           {"training": training}, zoo)
-    card = json.loads(card_path.read_text())
+    write_card(model_id, config["model"], config["model_config"], run / "model.pt", {"training": training}, zoo)
+    card = load_card(model_id, zoo)
     card["metrics"] = evaluate_model(model_id, eval_root, zoo, progress)
     card["metrics_note"] = ("fastMRI definitions on magnitude images against the noise-free RSS reference; "
                             "mean/std over volumes; held-out slabs, orientations and contrast never trained on")
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    return card_path
+    return save_card(card, zoo)

@@ -95,6 +95,11 @@ def write_card(model_id: str, kind: str, config: dict[str, Any], weights: Path, 
         target.write_bytes(weights.read_bytes())
     card = {"id": model_id, "kind": kind, "config": config, "weights": target.name, "sha256": sha256_of(target),
             "parameters": count_parameters(build_model(kind, config)), **extra}
-    path = target_dir / CARD
+    return save_card(card, zoo)
+
+
+def save_card(card: dict[str, Any], zoo: Path = ZOO_DIR) -> Path:
+    """Write ``card`` as ``models/zoo/<card id>/card.json``."""
+    path = model_dir(card["id"], zoo) / CARD
     path.write_text(json.dumps(card, indent=2) + "\n")
     return path

@@ -1,8 +1,11 @@
+from functools import partial
+
 import h5py
 import ismrmrd
 import numpy as np
 import pytest
 import torch
+from input_errors import expect_input_error
 
 from models.classical.mri import zero_filled
 from models.physics.mri.masks import equispaced_column_mask
@@ -232,14 +235,7 @@ def _rewrite(path, **changes):
     return path
 
 
-def _expect(path, *words, **kw):
-    with pytest.raises(InputError) as err:
-        read_fastmri(path, **kw)
-    message = str(err.value)
-    assert str(path) in message
-    for word in words:
-        assert word in message, message
-    return message
+_expect = partial(expect_input_error, read_fastmri)
 
 
 def test_error_missing_and_unreadable_files(tmp_path):

@@ -1,12 +1,14 @@
 import json
 import shutil
 import subprocess
+from functools import partial
 
 import h5py
 import ismrmrd
 import numpy as np
 import pytest
 import torch
+from input_errors import expect_input_error
 
 from models.classical.mri import zero_filled
 from pipelines.data import InputError
@@ -251,13 +253,7 @@ def test_ky_center_from_encoding_limits_places_partial_fourier(tmp_path):
 
 # ---------------------------------------------------------------- bad input
 
-def _expect(path, *words, **kw):
-    with pytest.raises(InputError) as err:
-        read_ismrmrd(path, **kw)
-    message = str(err.value)
-    assert str(path) in message
-    for word in words:
-        assert word in message, message
+_expect = partial(expect_input_error, read_ismrmrd)
 
 
 def test_error_missing_dataset_group_and_parts(tmp_path):
