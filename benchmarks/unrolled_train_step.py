@@ -20,6 +20,8 @@ CONFIGS = {
     "rvn-T4-h32": ("recurrentvarnet", {"num_steps": 4, "hidden_channels": 32, "num_layers": 4, "multiscale": 3}),
     "rvn-T6-h48": ("recurrentvarnet", {"num_steps": 6, "hidden_channels": 48, "num_layers": 4, "multiscale": 3}),
     "rvn-T5-h32-l3": ("recurrentvarnet", {"num_steps": 5, "hidden_channels": 32, "num_layers": 3, "multiscale": 3}),
+    "rvn-T8-h32": ("recurrentvarnet", {"num_steps": 8, "hidden_channels": 32, "num_layers": 4, "multiscale": 3}),
+    "rvn-T8-h48-l3": ("recurrentvarnet", {"num_steps": 8, "hidden_channels": 48, "num_layers": 3, "multiscale": 3}),
     "rim-T8-h48-gru": ("rim", {"num_steps": 8, "hidden_channels": 48, "num_layers": 2, "cell": "gru"}),
     "rim-T8-h64-indrnn": ("rim", {"num_steps": 8, "hidden_channels": 64, "num_layers": 2, "cell": "indrnn"}),
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and benchmarks use. Idempotent: installs only what is missing.
 set -euo pipefail
-packages=(bart ismrmrd-tools)
+# dicom3tools: dciodvfy checks the DICOM results; postgresql: the job-store tests start a server on loopback
+packages=(bart ismrmrd-tools dicom3tools postgresql)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
