@@ -1,0 +1,47 @@
+"""Service settings from the environment (``RECON_*``), with embedded defaults that need no other server."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything ``recon serve`` and the workers read from the environment.
+
+    ``RECON_API_TOKENS`` is ``token:scope,scope;token2:scope`` for simple setups; tokens made with
+    ``recon token create`` live hashed in the database instead.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RECON_", extra="ignore")
+
+    data_dir: Path = Field(Path("recon-data"), description="uploads, results and the SQLite job store")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/jobs.db")
+    api_tokens: str = Field("", description="static bearer tokens: 'token:scope,scope;token2:scope'")
+    workers: int = Field(1, ge=1, le=64, description="worker processes running jobs")
+    queue_size: int = Field(64, ge=1, description="queued jobs accepted before submissions get 503")
+    max_upload_mb: float = Field(1024.0, gt=0, description="limit on the total size of one submission")
+    max_attempts: int = Field(2, ge=1, description="runs of a job before a crash marks it failed")
+    providers: str = Field("", description="ONNX Runtime provider preference, comma separated; default "
+                                           "TensorRT > CUDA > CPU, whichever is available")
+    warmup: bool = Field(True, description="load and run the shipped models once before /readyz says ready")
+    oidc_jwks_url: str | None = Field(None, description="JWKS URL for OIDC bearer JWTs (optional)")
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'jobs.db').resolve()}"
+
+    def provider_list(self) -> list[str] | None:
+        names = [p.strip() for p in self.providers.split(",") if p.strip()]
+        return names or None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
