@@ -17,7 +17,7 @@ from models.classical import ct as classical
 from models.physics.ct.geometry import Geometry, geometry_from_dict
 from models.physics.ct.projector import CTProjector
 from pipelines.data import CTAcquisition, ImageVolume, InputError
-from pipelines.reconstructors import Progress, Reconstructor, register
+from pipelines.reconstructors import Progress, Reconstructor, check_params, register
 
 
 def acquisition_geometry(acq: CTAcquisition) -> Geometry:
@@ -45,10 +45,7 @@ def _volume(acq: CTAcquisition, x: torch.Tensor, method: str, params: dict[str, 
 
 
 def _unknown(method: str, params: dict[str, Any], allowed: set[str]) -> None:
-    extra = set(params) - allowed - {"device"}
-    if extra:
-        raise ValueError(f"{method}: unknown parameter(s) {', '.join(sorted(extra))}; "
-                         f"allowed: {', '.join(sorted(allowed | {'device'}))}")
+    check_params(method, params, set(allowed) | {"device"})
 
 
 FBP_DEFAULTS = {"filter": "ramp", "cutoff": 1.0}

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.classical.l1_wavelet import DEFAULTS as L1_DEFAULTS
 from models.physics.mri.masks import count_center_lines, mask_from_kspace
 from models.physics.mri.sensitivity import estimate_maps
 from models.physics.shapes import center_crop
 from pipelines.data import ImageVolume, MRIAcquisition
-from pipelines.reconstructors import Progress, Reconstructor, register
+from pipelines.reconstructors import Progress, Reconstructor, check_params, register
 
 SliceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, Any]], torch.Tensor]
 
@@ -78,10 +79,16 @@ def _method(name: str, fn: SliceFn, needs_maps: bool, description: str,
     defaults = dict(defaults or {})
 
     def run(acq: MRIAcquisition, params: dict[str, Any], progress: Progress | None = None) -> ImageVolume:
+        check_params(name, params or {}, defaults)
         merged = {**defaults, **(params or {})}
         return run_slices(acq, merged, progress, fn, needs_maps)
 
     return register(Reconstructor("mri", name, run, description, defaults))
+
+
+# model_id None: the shipped default; providers None: TensorRT > CUDA > CPU, whichever is available
+LEARNED_METHODS = ("recurrentvarnet", "rim")
+LEARNED_DEFAULTS: dict[str, Any] = {"model_id": None, "engine": "torch", "fft": "matmul", "providers": None}
 
 
 def _learned_method(kind: str, description: str) -> Reconstructor:
@@ -91,6 +98,7 @@ def _learned_method(kind: str, description: str) -> Reconstructor:
         from pipelines.learned import reconstruct_acquisition
         from pipelines.zoo import DEFAULT_MODELS
 
+        check_params(kind, params, LEARNED_DEFAULTS)
         model_id = params.get("model_id") or DEFAULT_MODELS[kind]
         model, card = _cached_model(model_id)
         if card["kind"] != kind:
@@ -101,7 +109,7 @@ def _learned_method(kind: str, description: str) -> Reconstructor:
         return ImageVolume(data, acq.affine, {"model_id": model_id, "weights_sha256": card["sha256"],
                                               "engine": provider, "params": params})
 
-    return register(Reconstructor("mri", kind, run, description, {}))
+    return register(Reconstructor("mri", kind, run, description, dict(LEARNED_DEFAULTS)))
 
 
 _MODEL_CACHE: dict[str, tuple[torch.nn.Module, dict[str, Any]]] = {}
@@ -138,8 +146,9 @@ def _cached_model(model_id: str) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 _method("zero-filled", _zero_filled, False, "inverse FFT of zero-filled k-space, root-sum-of-squares coil combination")
 # ESPIRiT maps gave about 2 dB more than ACS maps for both on the simulated brain test set
-_method("cg-sense", _cg_sense, True, "CG-SENSE with Tikhonov regularisation", {"maps": "espirit"})
+_method("cg-sense", _cg_sense, True, "CG-SENSE with Tikhonov regularisation",
+        {"maps": "espirit", "lam": 1e-3, "max_iter": 20, "tol": 1e-5})
 _method("l1-wavelet", _l1_wavelet, True, "compressed sensing: SENSE with an L1 penalty on Daubechies wavelets",
-        {"maps": "espirit"})
+        {"maps": "espirit", **L1_DEFAULTS, "seed": 0})
 _learned_method("recurrentvarnet", "RecurrentVarNet (Yiasemis et al. 2022), shipped weights from the model zoo")
 _learned_method("rim", "Recurrent Inference Machine (Putzky & Welling), shipped weights from the model zoo")

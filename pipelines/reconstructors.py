@@ -28,6 +28,14 @@ class Reconstructor:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
+def check_params(method: str, params: dict[str, Any], allowed: set[str] | dict[str, Any]) -> None:
+    """Refuse parameters a method does not know, naming them and the ones it takes."""
+    extra = set(params) - set(allowed)
+    if extra:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise ValueError(f"{method}: unknown parameter(s) {', '.join(sorted(extra))}; allowed: {known}")
+
+
 _REGISTRY: dict[tuple[str, str], Reconstructor] = {}
 _loaded = False
 

@@ -114,6 +114,17 @@ def cmd_simulate_ct(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- reconstruct / evaluate
 
+def with_provider_preference(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Learned methods take the ONNX Runtime provider preference from RECON_PROVIDERS unless given."""
+    from pipelines.mri_methods import LEARNED_METHODS
+    from recon_service.settings import Settings
+
+    providers = Settings().provider_list()
+    if providers and "providers" not in params and method in LEARNED_METHODS:
+        return {**params, "providers": providers}
+    return params
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from pipelines.pipeline import reconstruct_file
 
@@ -122,6 +133,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         params = parse_params(args.param)
         if args.model_id:
             params["model_id"] = args.model_id
+        params = with_provider_preference(args.method, params)
         result = reconstruct_file(args.input, args.method, args.out, params, progress=bar)
     finally:
         bar.close()

@@ -69,3 +69,15 @@ def test_cli_errors_name_the_file_and_problem(tmp_path, run_recon):
     proc = run_recon("reconstruct", str(files[0]), "--method", "cg-sense", "--param", "lam", "--out",
                      str(tmp_path), check=False)
     assert proc.returncode == 2 and "KEY=VALUE" in proc.stderr
+
+
+def test_provider_preference_comes_from_recon_providers(tmp_path, run_recon, monkeypatch):
+    files = _simulate(run_recon, tmp_path / "data", "--acceleration", "4", "--contrast", "t1")
+    monkeypatch.setenv("RECON_PROVIDERS", "Bogus")
+    proc = run_recon("reconstruct", str(files[0]), "--method", "rim", "--param", "engine=onnx",
+                     "--out", str(tmp_path / "rec"), check=False)
+    assert proc.returncode != 0 and "unknown execution provider names ['Bogus']" in proc.stderr
+    monkeypatch.setenv("RECON_PROVIDERS", "CPUExecutionProvider")
+    proc = run_recon("reconstruct", str(files[0]), "--method", "rim", "--param", "engine=onnx",
+                     "--out", str(tmp_path / "rec"))
+    assert "PSNR" in proc.stdout
