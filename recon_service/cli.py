@@ -263,7 +263,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from recon_service.demo import run_demo
 
-    return run_demo(Path(args.out))
+    return run_demo(Path(args.out), compare=args.compare)
 
 
 # ---------------------------------------------------------------- parser
@@ -363,9 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="list reconstruction methods").set_defaults(func=cmd_methods)
 
-    demo = sub.add_parser("demo", help="simulate a brain MRI and a CT study, reconstruct them with every method, "
-                                       "print metrics")
+    demo = sub.add_parser("demo", help="start the service on loopback, submit a simulated brain MRI and a CT study, "
+                                       "wait, and print where the DICOM/NIfTI results are")
     demo.add_argument("--out", default="demo-out")
+    demo.add_argument("--compare", action="store_true",
+                      help="instead reconstruct the studies with every method in-process and print metrics tables")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,14 +1,20 @@
-"""``recon demo``: the main job end to end on embedded defaults, no server needed.
+"""``recon demo``: the main job end to end on embedded defaults, no other server needed.
 
-Simulates a small brain MRI study and a sparse-view CT study, reconstructs them with every method
-(classical baselines and the shipped learned models), writes NIfTI and PNG results and prints the metrics
-tables against the ground truth.
+The default demo starts ``recon serve`` on loopback (SQLite job store, local storage, CPU engines, the
+shipped models), submits a simulated brain MRI study and a sparse-view CT study over HTTP, follows their
+progress, downloads the DICOM series, NIfTI volumes, PNG previews and metrics, and prints where they are.
+
+``recon demo --compare`` instead reconstructs the simulated studies with every method in-process (classical
+baselines and the shipped learned models) and prints the metrics tables against the ground truth.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+from tqdm import tqdm
 
 from recon_service.cli import _write_mri_set, format_summary
 
@@ -29,7 +35,7 @@ def _report(out: Path, title: str, name: str, summary: dict) -> None:
     print(format_summary(summary))
 
 
-def run_demo(out: Path) -> int:
+def run_comparison(out: Path) -> int:
     from pipelines.evaluate import evaluate_directory
     from pipelines.pipeline import reconstruct_file
     from pipelines.simulate import mri
@@ -62,3 +68,72 @@ def run_demo(out: Path) -> int:
             evaluate_directory(ct_data, DEMO_CT_METHODS))
     print(f"\nresults in {out}")
     return 0
+
+
+# (pipeline, params) per study; the learned MRI network and the tuned CT baseline are the main jobs
+SERVICE_JOBS = {
+    "mri": [("mri-recurrentvarnet", {"engine": "onnx"}), ("mri-cg-sense", {})],
+    "ct": [("ct-admm-tv", {}), ("ct-fbp", {})],
+}
+DEMO_STUDIES = {
+    "mri": {"patient_name": "Demo^Brain MRI", "patient_id": "DEMO-MR-001", "study_description": "Simulated brain MRI",
+            "accession_number": "DEMO0001"},
+    "ct": {"patient_name": "Demo^Head CT", "patient_id": "DEMO-CT-001", "study_description": "Simulated head CT",
+           "accession_number": "DEMO0002"},
+}
+
+
+def _simulate_studies(out: Path) -> dict[str, Path]:
+    from pipelines.simulate import mri
+    from pipelines.simulate.ct import simulate_ct_dataset
+
+    cfg = mri.MRISimulationConfig(size=128, coils=8, slices=4)
+    specs = mri.plan("test", ("t1",), ("axial",), (4.0,), cfg, max_files=1)
+    mri_file = _write_mri_set(out / "mri", specs, cfg)[0]
+    ct_files = simulate_ct_dataset(out / "ct", views=8, source="brain", size=96, slices=8, noise_i0=1e5)
+    return {"mri": mri_file, "ct": sorted(ct_files)[0]}
+
+
+def run_service_demo(out: Path, workers: int = 2) -> int:
+    from recon_service.local_server import LocalServer
+
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = _simulate_studies(out / "inputs")
+    print(f"simulated studies: MRI {inputs['mri']}, CT {inputs['ct']}")
+    print("starting recon serve on loopback (loading and warming up the shipped models) ...", flush=True)
+    with LocalServer(out / "service", workers=workers) as server, server.client() as client:
+        print(f"service ready at {server.url} (log: {server.log_path})")
+        submitted = []
+        for modality, jobs in SERVICE_JOBS.items():
+            for pipeline, params in jobs:
+                job = client.submit([inputs[modality]], pipeline, params=params, study=DEMO_STUDIES[modality])
+                submitted.append((pipeline, job["id"]))
+                print(f"submitted {pipeline:<22} job {job['id']}")
+        results = out / "results"
+        for pipeline, job_id in submitted:
+            bar = tqdm(total=100, desc=pipeline, unit="%", file=sys.stderr, leave=False)
+
+            def show(status: dict, bar: tqdm = bar) -> None:
+                bar.n = round(100 * float(status.get("progress") or 0.0))
+                bar.set_postfix_str(f"{status['state']} {status.get('step') or ''}".strip())
+                bar.refresh()
+
+            status = client.wait(job_id, on_progress=show)
+            bar.close()
+            if status["state"] != "succeeded":
+                print(f"{pipeline}: {status['state']}: {status.get('error')}", file=sys.stderr)
+                return 1
+            target = results / pipeline
+            paths = {fmt: client.download(job_id, fmt, target / name) for fmt, name in
+                     (("dicom", "series.zip"), ("nifti", "recon.nii.gz"), ("png", "preview.png"),
+                      ("metrics", "metrics.json"))}
+            metrics = json.loads(paths["metrics"].read_text())
+            print(f"{pipeline:<22} PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  "
+                  f"-> DICOM {paths['dicom']}  NIfTI {paths['nifti']}  PNG {paths['png']}")
+    print(f"\nresults in {results}; service data (job store, uploads, results) in {out / 'service'}")
+    return 0
+
+
+def run_demo(out: Path, compare: bool = False) -> int:
+    return run_comparison(out) if compare else run_service_demo(out)
