@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.data import CTAcquisition, ImageVolume, MRIAcquisition
+from pipelines.io.mrd_header import header_mr_parameters
 from pipelines.io.nifti import write_nifti
 from pipelines.io.png import write_png
 from pipelines.metrics import evaluate_volume
@@ -46,6 +47,9 @@ def reconstruct(acq: Acquisition, method: str, params: dict[str, Any] | None = N
     volume = reconstructor.run(acq, dict(params or {}), progress)
     seconds = time.perf_counter() - start
     volume.attrs.update(method=method, seconds=seconds, seconds_per_slice=seconds / max(volume.data.shape[0], 1))
+    if isinstance(acq, MRIAcquisition) and acq.header_xml and "mr_parameters" not in volume.attrs:
+        # TR, TE, field strength ... for the DICOM MR Image module (pipelines.io.dicom_series)
+        volume.attrs["mr_parameters"] = header_mr_parameters(acq.header_xml, acq.source)
     metrics = None
     if acq.reference is not None:
         metrics = evaluate_volume(acq.reference, volume.magnitude())

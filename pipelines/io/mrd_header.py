@@ -170,3 +170,70 @@ def make_ismrmrd_header(encoded_shape: tuple[int, ...], recon_shape: tuple[int, 
     if patient_id:
         header.subjectInformation = xsd.subjectInformationType(patientID=str(patient_id))
     return xsd.ToXML(header, encoding="utf-8")
+
+
+def _first_float(node: ET.Element | None, name: str) -> float | None:
+    """The first ``<name>`` child of ``node`` as a float (ISMRMRD repeats TR/TE/TI per contrast)."""
+    try:
+        text = _text(node, name)
+        return None if text is None else float(text)
+    except ValueError:
+        return None
+
+
+def header_study_fields(xml: str | bytes, source: str = "<header>") -> dict[str, str]:
+    """Patient and study values of an ISMRMRD header, keyed like ``pipelines.io.dicom_study.StudyInfo``, in DICOM
+    formats (xs:date ``YYYY-MM-DD`` -> ``YYYYMMDD``, xs:time ``HH:MM:SS`` -> ``HHMMSS``); absent ones left out."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as err:
+        raise InputError(source, f"ISMRMRD header is not valid XML ({err})") from err
+    subject, study = _child(root, "subjectInformation"), _child(root, "studyInformation")
+    found = {
+        "patient_name": _text(subject, "patientName"), "patient_id": _text(subject, "patientID"),
+        "patient_birth_date": _text(subject, "patientBirthdate"), "patient_sex": _text(subject, "patientGender"),
+        "study_instance_uid": _text(study, "studyInstanceUID"), "study_date": _text(study, "studyDate"),
+        "study_time": _text(study, "studyTime"), "accession_number": _text(study, "accessionNumber"),
+        "study_description": _text(study, "studyDescription"),
+        "referring_physician_name": _text(study, "referringPhysicianName"), "study_id": _text(study, "studyID"),
+    }
+    for key in ("patient_birth_date", "study_date"):
+        if found[key]:
+            found[key] = found[key][:10].replace("-", "")
+    if found["study_time"]:
+        found["study_time"] = found["study_time"].split("+")[0].rstrip("Z").replace(":", "")
+    return {k: v for k, v in found.items() if v}
+
+
+def header_mr_parameters(xml: str | bytes, source: str = "<header>") -> dict[str, float | str]:
+    """MR acquisition values of an ISMRMRD header for the DICOM MR Image module, absent ones left out.
+
+    Keys: ``repetition_time_ms``, ``echo_time_ms``, ``inversion_time_ms``, ``flip_angle_deg`` (first value of
+    each), ``imaging_frequency_mhz``, ``magnetic_field_strength_t``, ``acquisition_type`` (``2D``/``3D`` from the
+    encoded z matrix), ``sequence_name``, ``protocol_name``, ``patient_position``, ``system_vendor``,
+    ``system_model``, ``institution_name``, ``station_name``, ``device_serial_number``.
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as err:
+        raise InputError(source, f"ISMRMRD header is not valid XML ({err})") from err
+    seq, system = _child(root, "sequenceParameters"), _child(root, "acquisitionSystemInformation")
+    measurement = _child(root, "measurementInformation")
+    found: dict[str, float | str | None] = {
+        "repetition_time_ms": _first_float(seq, "TR"), "echo_time_ms": _first_float(seq, "TE"),
+        "inversion_time_ms": _first_float(seq, "TI"), "flip_angle_deg": _first_float(seq, "flipAngle_deg"),
+        "magnetic_field_strength_t": _first_float(system, "systemFieldStrength_T"),
+        "sequence_name": _text(seq, "sequence_type") or _text(measurement, "sequenceName"),
+        "protocol_name": _text(measurement, "protocolName"),
+        "patient_position": _text(measurement, "patientPosition"),
+        "system_vendor": _text(system, "systemVendor"), "system_model": _text(system, "systemModel"),
+        "institution_name": _text(system, "institutionName"), "station_name": _text(system, "stationName"),
+        "device_serial_number": _text(system, "deviceSerialNumber"),
+    }
+    frequency = _first_float(_child(root, "experimentalConditions"), "H1resonanceFrequency_Hz")
+    if frequency:
+        found["imaging_frequency_mhz"] = frequency / 1e6
+    encoded_z = _text(_child(root, "encoding"), "encodedSpace", "matrixSize", "z")
+    if encoded_z is not None and encoded_z.isdigit():
+        found["acquisition_type"] = "3D" if int(encoded_z) > 1 else "2D"
+    return {k: v for k, v in found.items() if v is not None and v != ""}

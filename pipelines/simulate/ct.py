@@ -46,10 +46,10 @@ from models.physics.ct.geometry import (
 )
 from models.physics.ct.phantom import ellipses_sinogram, rasterise, shepp_logan_ellipsoids
 from models.physics.ct.projector import CTProjector
+from pipelines.ct_units import MU_WATER, hu_to_mu
 from pipelines.data import CTAcquisition, ImageVolume, InputError
 from pipelines.io.sinogram import write_sinogram
 
-MU_WATER = 0.0193  # 1/mm
 PHANTOM_FOV_MM = 256.0
 BRAIN_FOV_MM = 256.0
 BRAIN_SLAB_CENTRES_MM = (-10.0, 15.0, 40.0)
@@ -57,11 +57,6 @@ NUM_ELLIPSOID_VOLUMES = 3
 _NILEARN_MAPS = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 
 Progress = Callable[[int, int], None]
-
-
-def hu_to_mu(hu: np.ndarray) -> np.ndarray:
-    """Hounsfield units to linear attenuation (1/mm), clipped at 0."""
-    return np.clip(MU_WATER * (1.0 + np.asarray(hu, dtype=np.float32) / 1000.0), 0.0, None).astype(np.float32)
 
 
 def _slice_heights(slices: int, z_range: tuple[float, float]) -> np.ndarray:
