@@ -266,6 +266,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), compare=args.compare)
 
 
+# ---------------------------------------------------------------- token, db
+
+def _database():
+    """The configured database (RECON_DATA_DIR / RECON_DATABASE_URL), migrated to the newest schema."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from recon_service.db.migrate import open_migrated
+    from recon_service.settings import Settings
+
+    url = Settings().sqlalchemy_url()
+    try:
+        return open_migrated(url)
+    except (ArgumentError, OperationalError) as err:
+        shown = make_url(url).render_as_string(hide_password=True) if not isinstance(err, ArgumentError) else "URL"
+        raise ValueError(f"cannot open the database {shown}: {getattr(err, 'orig', None) or err}") from None
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from recon_service.security.token_admin import create_token
+
+    token, info = create_token(_database(), args.name, args.scopes)
+    print(token)
+    print(f"token {info.name!r} created with scopes {','.join(info.scopes)}; it is shown only now, "
+          "the database keeps its SHA-256", file=sys.stderr)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from recon_service.security.token_admin import format_tokens, list_tokens
+
+    print(format_tokens(list_tokens(_database())))
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from recon_service.security.token_admin import revoke_token
+
+    info = revoke_token(_database(), args.name)
+    print(f"token {info.name!r} revoked at {info.revoked_at.isoformat(timespec='seconds')}")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from recon_service.db.migrate import current_revision
+
+    print(current_revision(_database()))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,6 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--compare", action="store_true",
                       help="instead reconstruct the studies with every method in-process and print metrics tables")
     demo.set_defaults(func=cmd_demo)
+
+    tok = sub.add_parser("token", help="API tokens stored hashed in the service database")
+    tok_sub = tok.add_subparsers(dest="token_command", required=True)
+    tc = tok_sub.add_parser("create", help="make a new token; prints it once")
+    tc.add_argument("--name", required=True, help="a unique name; it is the actor in the audit log")
+    tc.add_argument("--scopes", required=True, help="comma separated: jobs:submit, jobs:read, review, admin")
+    tc.set_defaults(func=cmd_token_create)
+    tok_sub.add_parser("list", help="names, scopes, created and revoked times").set_defaults(func=cmd_token_list)
+    tv = tok_sub.add_parser("revoke", help="revoke a token by name")
+    tv.add_argument("name")
+    tv.set_defaults(func=cmd_token_revoke)
+
+    db = sub.add_parser("db", help="the service database (RECON_DATA_DIR / RECON_DATABASE_URL)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="migrate to the newest schema; prints the revision").set_defaults(
+        func=cmd_db_upgrade)
     return parser
 
 

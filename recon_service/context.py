@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from recon_service.audit import AuditLog
 from recon_service.db import make_engine, upgrade_to_head
 from recon_service.jobs.store import JobStore
+from recon_service.security.oidc import OIDCValidator
 from recon_service.security.tokens import Authenticator, parse_static_tokens
 from recon_service.settings import Settings
 
@@ -29,4 +30,5 @@ class ServiceContext:
         if migrate:
             upgrade_to_head(engine)
         return cls(settings, engine, JobStore(engine), AuditLog(engine),
-                   Authenticator(parse_static_tokens(settings.api_tokens), engine))
+                   Authenticator(parse_static_tokens(settings.api_tokens), engine,
+                                 OIDCValidator.from_settings(settings)))

@@ -37,3 +37,42 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL 15 server on 127.0.0.1 for the whole session (see tests/postgres.py)."""
+    from postgres import PostgresServer, PostgresUnavailable
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresUnavailable as err:
+        pytest.skip(str(err))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server) -> str:
+    """SQLAlchemy URL of the server's ``recon`` database: postgresql+psycopg://postgres@127.0.0.1:PORT/recon."""
+    return postgres_server.url("recon")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """An empty database for one test, on SQLite and on PostgreSQL (a fresh database on the session server)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return request.getfixturevalue("postgres_server").create_database()
+
+
+@pytest.fixture
+def db_engine(database_url):
+    """A SQLAlchemy engine on ``database_url`` (SQLite and PostgreSQL), migrated to head."""
+    from recon_service.db import make_engine, upgrade_to_head
+
+    engine = make_engine(database_url)
+    upgrade_to_head(engine)
+    yield engine
+    engine.dispose()

@@ -1,4 +1,4 @@
-"""API tokens: static ones from ``RECON_API_TOKENS`` and hashed ones in the database.
+"""API tokens: static ones from ``RECON_API_TOKENS``, hashed ones in the database, optionally OIDC JWTs.
 
 Only SHA-256 digests are kept in memory and in the database; a presented token is hashed and looked up.
 """
@@ -8,11 +8,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from recon_service.db.schema import ApiToken
+
+if TYPE_CHECKING:
+    from recon_service.security.oidc import OIDCValidator
 
 SCOPES = ("jobs:submit", "jobs:read", "review", "admin")
 
@@ -55,22 +59,27 @@ def parse_static_tokens(spec: str) -> dict[str, Principal]:
 
 
 class Authenticator:
-    """Maps a presented bearer token to a :class:`Principal`, or None when it is not valid."""
+    """Maps a presented bearer token to a :class:`Principal`, or None when it is not valid.
 
-    def __init__(self, static_tokens: dict[str, Principal], engine: Engine | None = None):
+    Static tokens first, then database tokens, then (when configured) OIDC JWTs."""
+
+    def __init__(self, static_tokens: dict[str, Principal], engine: Engine | None = None,
+                 oidc: OIDCValidator | None = None):
         self.static_tokens = static_tokens
         self.engine = engine
+        self.oidc = oidc
 
     def authenticate(self, token: str) -> Principal | None:
         digest = hash_token(token)
         for known, principal in self.static_tokens.items():
             if hmac.compare_digest(known, digest):
                 return principal
-        if self.engine is None:
-            return None
-        with Session(self.engine) as session:
-            row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest,
-                                                        ApiToken.revoked_at.is_(None)))
-            if row is None:
-                return None
-            return Principal(row.name, parse_scopes(row.scopes), "database")
+        if self.engine is not None:
+            with Session(self.engine) as session:
+                row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest,
+                                                            ApiToken.revoked_at.is_(None)))
+                if row is not None:
+                    return Principal(row.name, parse_scopes(row.scopes), "database")
+        if self.oidc is not None:
+            return self.oidc.validate(token)  # None unless the token is a valid JWT
+        return None

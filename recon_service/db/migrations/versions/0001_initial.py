@@ -80,10 +80,14 @@ def upgrade() -> None:
                    "RAISE EXCEPTION 'audit_events is append-only'; END; $$ LANGUAGE plpgsql")
         op.execute("CREATE TRIGGER audit_events_no_change BEFORE UPDATE OR DELETE ON audit_events "
                    "FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()")
+        # TRUNCATE skips row triggers; a statement trigger refuses it too
+        op.execute("CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events "
+                   "FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
+        op.execute("DROP TRIGGER IF EXISTS audit_events_no_truncate ON audit_events")
         op.execute("DROP TRIGGER IF EXISTS audit_events_no_change ON audit_events")
         op.execute("DROP FUNCTION IF EXISTS audit_events_append_only()")
     for table in ("audit_events", "api_tokens", "job_inputs", "jobs"):
