@@ -320,7 +320,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from pipelines.simulate.brain import CONTRASTS, ORIENTATIONS
-    from pipelines.simulate.mri import BENCHMARK_SETS, SPLITS
+    from pipelines.simulate.splits import BENCHMARK_SETS, SPLITS
 
     parser = argparse.ArgumentParser(prog="recon", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

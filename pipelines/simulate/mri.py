@@ -33,15 +33,18 @@ from models.physics.mri.fft import fft2c
 from models.physics.mri.masks import MASK_KINDS, calibrated_center_fraction, make_mask
 from pipelines.data import MRIAcquisition
 from pipelines.simulate import brain
+from pipelines.simulate.splits import (  # noqa: F401 - re-exported: the split plan lives with the simulation
+    BENCHMARK_SETS,
+    HELD_OUT_CONTRAST,
+    HELD_OUT_ORIENTATIONS,
+    SPLIT_PATTERN,
+    SPLITS,
+    TRAIN_CONTRASTS,
+)
 
-SPLITS = ("train", "val", "test")
 # fastMRI's centre fractions (0.08 at 4x, 0.04 at 8x) leave too few lines for coil calibration on the
 # small matrices simulated here, so at least this many centre columns are kept (at most 70% of all sampled)
 MIN_CENTER_LINES = 10
-SPLIT_PATTERN = ("train", "train", "val", "train", "test")
-TRAIN_CONTRASTS = ("t1", "t2", "pd")
-HELD_OUT_CONTRAST = "flair"
-HELD_OUT_ORIENTATIONS = ("coronal", "sagittal")
 
 
 @dataclass(frozen=True)
@@ -200,11 +203,3 @@ def simulate(specs: list[SlabSpec], cfg: MRISimulationConfig,
 # training slabs are simulated this many times (other coils, phase, tissue signal, noise)
 TRAIN_REPEATS = 3
 
-BENCHMARK_SETS = {
-    # name: (split, contrasts, orientations, accelerations)
-    "train": ("train", TRAIN_CONTRASTS, ("axial",), (1.0,)),
-    "val": ("val", TRAIN_CONTRASTS, ("axial",), (4.0, 8.0)),
-    "test": ("test", TRAIN_CONTRASTS, ("axial",), (4.0, 8.0)),
-    "test-orientation": ("test", TRAIN_CONTRASTS, HELD_OUT_ORIENTATIONS, (4.0, 8.0)),
-    "test-contrast": ("test", (HELD_OUT_CONTRAST,), ("axial",), (4.0, 8.0)),
-}
