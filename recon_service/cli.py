@@ -1,4 +1,4 @@
-"""The ``recon`` command line: simulate, reconstruct, evaluate, train, export and the model zoo, demo."""
+"""The ``recon`` command line: simulate, reconstruct, evaluate, train, export and the model zoo, demo, serve."""
 
 from __future__ import annotations
 
@@ -316,6 +316,22 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- service
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from recon_service.api import create_app
+    from recon_service.settings import Settings
+
+    settings = Settings(**({"workers": args.workers} if args.workers is not None else {}))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -435,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="migrate to the newest schema; prints the revision").set_defaults(
         func=cmd_db_upgrade)
+
+    serve = sub.add_parser("serve", help="run the HTTP service (API, job workers, metrics); settings from RECON_*")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="job worker processes (default RECON_WORKERS, else 1)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

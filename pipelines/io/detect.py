@@ -38,20 +38,28 @@ def _describe(f: h5py.File, limit: int = 20) -> str:
     return (", ".join(items[:limit]) + more) or "nothing"
 
 
+RAW_LAYOUTS = ("fastmri", "ismrmrd", "sinogram")
+
+
+def detect_layout(path: str | Path) -> tuple[str, str | None]:
+    """The raw-data layout of an HDF5 file: ``(kind, ismrmrd_group)`` with kind one of :data:`RAW_LAYOUTS`
+    (the group is None except for ISMRMRD). Only the file's structure is read, not its data."""
+    with open_hdf5(path) as f:
+        if "kspace" in f:
+            return "fastmri", None
+        if (group := _ismrmrd_group(f)) is not None:
+            return "ismrmrd", group
+        if "sinogram" in f:
+            return "sinogram", None
+        raise InputError(str(path), "not a known raw-data layout: expected a 'kspace' dataset (fastMRI), "
+                                    "an ISMRMRD group with 'data'/'xml', or a 'sinogram' dataset; found: "
+                                    + _describe(f))
+
+
 def load_acquisition(path: str | Path, **opts: Any) -> MRIAcquisition | CTAcquisition:
     """Read ``path`` with the reader its layout calls for; ``opts`` go to that reader."""
     source = str(path)
-    with open_hdf5(path) as f:
-        if "kspace" in f:
-            kind, group = "fastmri", None
-        elif (group := _ismrmrd_group(f)) is not None:
-            kind = "ismrmrd"
-        elif "sinogram" in f:
-            kind = "sinogram"
-        else:
-            raise InputError(source, "not a known raw-data layout: expected a 'kspace' dataset (fastMRI), "
-                                     "an ISMRMRD group with 'data'/'xml', or a 'sinogram' dataset; found: "
-                                     + _describe(f))
+    kind, group = detect_layout(path)
     if kind == "fastmri":
         return read_fastmri(path, **opts)
     if kind == "ismrmrd":

@@ -1,0 +1,104 @@
+"""Prometheus metrics of one app: a registry of its own, job figures read from the store at scrape time.
+
+Job counts, queue depth and durations come from the database on every scrape, so they are right whichever
+process (API or worker) changed a job; HTTP request counts are counted in this process by route template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from recon_service.db.schema import Job
+from recon_service.jobs.store import FINAL_STATES
+
+DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+def _seconds(started: datetime, finished: datetime) -> float:
+    # SQLite gives naive datetimes, PostgreSQL aware ones; both are UTC
+    started, finished = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (started, finished))
+    return max((finished - started).total_seconds(), 0.0)
+
+
+class ServiceCollector(Collector):
+    """Jobs by state, queue depth, job durations and the active engine provider, read when scraped."""
+
+    def __init__(self, app_state: Any):
+        self.state = app_state
+
+    def collect(self) -> Iterator[Metric]:
+        context = getattr(self.state, "context", None)
+        if context is None:  # scraped before the lifespan started
+            return
+        counts = context.store.count_by_state()
+        jobs = GaugeMetricFamily("recon_jobs", "Jobs in the store by state", labels=["state"])
+        for state, n in sorted(counts.items()):
+            jobs.add_metric([state], n)
+        yield jobs
+        yield GaugeMetricFamily("recon_queue_depth", "Jobs waiting to be run", value=counts.get("queued", 0))
+        yield self._durations(context.engine)
+        warm = getattr(self.state, "warmup", None)
+        provider = (warm.provider if warm is not None else None) or "unknown"
+        yield InfoMetricFamily("recon_engine_provider", "Active ONNX Runtime execution provider (from warm-up)",
+                               value={"provider": provider})
+
+    @staticmethod
+    def _durations(engine) -> HistogramMetricFamily:
+        family = HistogramMetricFamily("recon_job_duration_seconds", "Run time of finished jobs (start to end)",
+                                       labels=["state"])
+        query = select(Job.state, Job.started_at, Job.finished_at).where(
+            Job.state.in_([s.value for s in FINAL_STATES]), Job.started_at.is_not(None),
+            Job.finished_at.is_not(None))
+        by_state: dict[str, list[float]] = {}
+        with Session(engine) as session:
+            for state, started, finished in session.execute(query):
+                by_state.setdefault(state, []).append(_seconds(started, finished))
+        for state, seconds in sorted(by_state.items()):
+            buckets = [(str(float(b)), sum(1 for s in seconds if s <= b)) for b in DURATION_BUCKETS]
+            buckets.append(("+Inf", len(seconds)))
+            family.add_metric([state], buckets, sum(seconds))
+        return family
+
+
+def make_registry(app_state: Any) -> tuple[CollectorRegistry, Counter]:
+    """A fresh registry with the service collector and the HTTP request counter."""
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(app_state))
+    requests = Counter("recon_http_requests", "HTTP requests by method, route template and status",
+                       ["method", "route", "status"], registry=registry)
+    return registry, requests
+
+
+class RequestMetrics:
+    """ASGI middleware counting requests by route template (``/v1/jobs/{job_id}``, not the raw path)."""
+
+    def __init__(self, app: ASGIApp, counter: Callable[[], Counter]):
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            self.counter().labels(scope["method"], route, str(status)).inc()

@@ -1,0 +1,1 @@
+"""The API's routers: jobs, catalog (pipelines, models), audit, health."""

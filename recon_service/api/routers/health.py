@@ -1,0 +1,36 @@
+"""/healthz, /readyz and /metrics: unauthenticated, for orchestrators and Prometheus; no patient data."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from recon_service.api.schemas import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness",
+            description="200 while the process serves requests.")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, summary="Readiness",
+            description="200 once the shipped models are loaded and have run once (warm-up); 503 before that "
+                        "or when warm-up failed, with the reason.",
+            responses={503: {"model": Readiness, "description": "Not ready yet, or warm-up failed."}})
+async def readyz(request: Request) -> JSONResponse:
+    report = request.app.state.warmup.report()
+    return JSONResponse(report.model_dump(), status_code=200 if report.ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            description="Jobs by state, queue depth, job durations, active engine provider, HTTP requests by "
+                        "route and status (Prometheus text format).",
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus exposition."}})
+async def metrics(request: Request) -> Response:
+    body = await run_in_threadpool(generate_latest, request.app.state.metrics_registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

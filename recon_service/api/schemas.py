@@ -1,0 +1,122 @@
+"""Response models of the HTTP API (what the OpenAPI document shows and what clients get)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recon_service.jobs.catalog import PipelineInfo
+from recon_service.jobs.store import JobRecord, JobState
+
+RESULT_FORMATS = ("dicom", "nifti", "png", "metrics")
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[Any] = Field(description="what was wrong, naming the field, file part or job")
+
+
+class JobAccepted(BaseModel):
+    id: str = Field(description="job id; poll GET /v1/jobs/{id}")
+    state: JobState = Field(description="'queued' for a new job; the current state for a repeated idempotent "
+                                        "submission")
+
+
+class JobInputOut(BaseModel):
+    position: int
+    filename: str = Field(description="the stored (sanitised) file name")
+    size: int = Field(description="bytes")
+    sha256: str
+    kind: str = Field(description="fastmri, ismrmrd, sinogram or dicom, from the file's content")
+
+
+class JobOut(BaseModel):
+    id: str
+    pipeline: str
+    state: JobState
+    progress: float = Field(ge=0, le=1, description="0..1")
+    step: str | None = Field(None, description="what the worker is doing now")
+    error: str | None = Field(None, description="why the job failed, in words a person can act on")
+    params: dict[str, Any]
+    study: dict[str, Any] = Field(description="patient/study of the results: DICOM attributes of the submitted "
+                                              "DICOM files, overridden by the submitted 'study'")
+    owner: str = Field(description="name of the token that submitted the job")
+    attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    inputs: list[JobInputOut]
+    results: list[str] = Field(description="result formats available at GET /v1/jobs/{id}/result?format=")
+
+    @classmethod
+    def of(cls, job: JobRecord) -> JobOut:
+        result = job.result or {}
+        formats = [f for f in RESULT_FORMATS if isinstance(result.get(f), str)] if job.state == "succeeded" else []
+        return cls(id=job.id, pipeline=job.pipeline, state=job.state, progress=job.progress, step=job.step,
+                   error=job.error, params=job.params, study=job.study, owner=job.owner, attempts=job.attempts,
+                   cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
+                   finished_at=job.finished_at, results=formats,
+                   inputs=[JobInputOut(position=i.position, filename=i.filename, size=i.size, sha256=i.sha256,
+                                       kind=i.kind) for i in job.inputs])
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    limit: int
+    offset: int
+
+
+class PipelineOut(BaseModel):
+    name: str = Field(description="the value of the 'pipeline' form field")
+    modality: str
+    method: str
+    description: str
+    input_kinds: list[str] = Field(description="raw-data kinds the pipeline takes (exactly one file per job)")
+    defaults: dict[str, Any] = Field(description="every accepted 'params' key with its default")
+
+    @classmethod
+    def of(cls, info: PipelineInfo) -> PipelineOut:
+        return cls(name=info.name, modality=info.modality, method=info.method, description=info.description,
+                   input_kinds=list(info.input_kinds), defaults=info.defaults)
+
+
+class ModelCard(BaseModel):
+    """A shipped model's card (models/zoo/<id>/card.json): architecture, training, metrics, checksums."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    kind: str
+    config: dict[str, Any]
+    weights: str
+    sha256: str
+    parameters: int | None = None
+    training: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    engines: dict[str, Any] | None = None
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    outcome: str
+    job_id: str | None
+    study_uid: str | None
+    client: str | None
+    detail: str | None
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    status: str = Field(description="'ready', 'warming up', 'failed' or 'disabled'")
+    detail: str | None = None
+    provider: str | None = Field(None, description="active ONNX Runtime execution provider")
+    models: list[str] = Field(default_factory=list, description="models loaded and run once")

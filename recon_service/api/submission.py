@@ -1,0 +1,113 @@
+"""Accepting a job: stream the files to disk, check the form and the files, then commit the job row.
+
+Order matters for crash safety: the uploads are complete and fsynced before the job row is committed, and
+the row is committed before the client hears 202. A submission refused at any step leaves nothing on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from recon_service.api.uploads import FormError, FormReceiver
+from recon_service.context import ServiceContext
+from recon_service.jobs.catalog import PipelineInfo, get_pipeline
+from recon_service.jobs.inputs import RejectedInput, check_submission
+from recon_service.jobs.store import JobRecord, QueueFull
+from recon_service.security.tokens import Principal
+from recon_service.storage import StorageError, UploadArea, UploadTooLarge
+
+LOG = logging.getLogger(__name__)
+RETRY_AFTER_S = 30
+
+
+def parse_json_object(text: str | None, name: str) -> dict[str, Any]:
+    """A form field holding a JSON object (absent or blank: empty)."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HTTPException(422, f"form field {name!r} is not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise HTTPException(422, f"form field {name!r} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def check_params(pipeline: PipelineInfo, params: dict[str, Any]) -> None:
+    unknown = sorted(set(params) - set(pipeline.defaults))
+    if unknown:
+        known = ", ".join(sorted(pipeline.defaults)) or "none"
+        raise HTTPException(422, f"unknown params for pipeline {pipeline.name!r}: {', '.join(unknown)}; "
+                                 f"accepted: {known}")
+
+
+def pipeline_of(name: str | None) -> PipelineInfo:
+    if not name or not name.strip():
+        raise HTTPException(422, "form field 'pipeline' is required (see GET /v1/pipelines)")
+    try:
+        return get_pipeline(name.strip())
+    except KeyError as err:
+        raise HTTPException(422, str(err.args[0])) from err
+
+
+async def _drain(request: Request) -> None:
+    async for _ in request.stream():
+        pass
+
+
+async def submit(request: Request, context: ServiceContext, principal: Principal,
+                 idempotency_key: str | None) -> tuple[JobRecord, bool]:
+    """Store and check a submission, then queue its job. Returns ``(job, created)``; a repeated
+    ``idempotency_key`` of the same token returns the existing job with ``created=False``.
+
+    Raises HTTPException (400/413/415/422/503) with a detail naming the problem."""
+    store, settings = context.store, context.settings
+    if idempotency_key is not None:
+        existing = await run_in_threadpool(store.find_by_idempotency_key, principal.name, idempotency_key)
+        if existing is not None:
+            await _drain(request)
+            return existing, False
+    job_id = uuid.uuid4().hex
+    area = UploadArea(settings.data_dir, job_id, int(settings.max_upload_mb * 2**20))
+    accepted = False
+    try:
+        receiver = FormReceiver(area)
+        try:
+            await receiver.receive(request)
+        except FormError as err:
+            raise HTTPException(err.status, err.message) from err
+        except UploadTooLarge as err:
+            raise HTTPException(413, str(err)) from err
+        except StorageError as err:
+            raise HTTPException(422, str(err)) from err
+        pipeline = pipeline_of(receiver.fields.get("pipeline"))
+        params = parse_json_object(receiver.fields.get("params"), "params")
+        check_params(pipeline, params)
+        study = parse_json_object(receiver.fields.get("study"), "study")
+        try:
+            checked = await run_in_threadpool(check_submission, pipeline, area.files, study)
+        except RejectedInput as err:
+            raise HTTPException(415 if err.unsupported else 422, str(err)) from err
+        area.sync()
+        try:
+            job, created = await run_in_threadpool(
+                store.create, pipeline.name, checked.inputs, principal.name, params, checked.study, idempotency_key,
+                settings.queue_size, job_id)
+        except QueueFull as err:
+            raise HTTPException(503, f"{err}; retry later", headers={"Retry-After": str(RETRY_AFTER_S)}) from err
+        accepted = created
+        if created:
+            LOG.info("job %s queued (pipeline %s, %d file(s))", job.id, job.pipeline, len(checked.inputs))
+        return job, created
+    except HTTPException as err:
+        LOG.info("submission refused (HTTP %d)", err.status_code)
+        raise
+    finally:
+        if not accepted:
+            await run_in_threadpool(area.discard)
