@@ -31,7 +31,7 @@ from pipelines.metrics import psnr, ssim
 
 # sized so training finishes on a 2-core CPU (see the model cards for the recorded time)
 SMALL_CONFIGS: dict[str, dict[str, Any]] = {
-    "recurrentvarnet": {"num_steps": 4, "hidden_channels": 32, "num_layers": 4},
+    "recurrentvarnet": {"num_steps": 8, "hidden_channels": 32, "num_layers": 4},
     "rim": {"num_steps": 8, "hidden_channels": 48, "num_layers": 2, "cell": "gru"},
 }
 
