@@ -224,6 +224,8 @@ class JobStore:
             values: dict[str, Any] = dict(state=state.value, error=error, finished_at=utcnow(), result=result)
             if state == JobState.SUCCEEDED:
                 values.update(progress=1.0, step="done")
+            elif state == JobState.CANCELLED:
+                values.update(step="cancelled")
             session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING.value).values(**values))
             session.commit()
             return self._record(session, job_id)
@@ -258,19 +260,7 @@ class JobStore:
         with self._session() as session:
             running = session.scalars(select(Job).where(Job.state == JobState.RUNNING.value)).all()
             for job in running:
-                if job.cancel_requested:
-                    job.state, job.error = JobState.CANCELLED.value, None
-                elif job.id in missing_inputs:
-                    job.state = JobState.FAILED.value
-                    job.error = "the service stopped during this job and its stored input is missing or corrupt"
-                elif job.attempts >= max_attempts:
-                    job.state = JobState.FAILED.value
-                    job.error = (f"the service stopped during this job {job.attempts} times (limit {max_attempts});"
-                                 " the input may crash the reconstruction - check it or resubmit")
-                else:
-                    job.state, job.step, job.progress, job.worker = JobState.QUEUED.value, "re-queued", 0.0, None
-                if job.state != JobState.QUEUED.value:
-                    job.finished_at = utcnow()
+                _settle_interrupted(job, max_attempts, job.id in missing_inputs, "the service stopped during this job")
                 outcomes.append((job.id, job.state))
             for job in session.scalars(select(Job).where(Job.state == JobState.QUEUED.value,
                                                          Job.id.in_(missing_inputs))).all():
@@ -279,3 +269,32 @@ class JobStore:
                 outcomes.append((job.id, job.state))
             session.commit()
         return outcomes
+
+    def recover_worker(self, worker: str, max_attempts: int) -> list[tuple[str, str]]:
+        """Account for the running jobs of one worker process that died while the service kept running
+        (killed for memory, crashed): re-queued while runs are left, failed with the reason otherwise."""
+        outcomes = []
+        with self._session() as session:
+            for job in session.scalars(select(Job).where(Job.state == JobState.RUNNING.value,
+                                                         Job.worker == worker)).all():
+                _settle_interrupted(job, max_attempts, False, "the worker process running this job died")
+                outcomes.append((job.id, job.state))
+            session.commit()
+        return outcomes
+
+
+def _settle_interrupted(job: Job, max_attempts: int, input_missing: bool, cause: str) -> None:
+    """Decide the state of a job whose run was interrupted: cancelled, failed or queued again."""
+    if job.cancel_requested:
+        job.state, job.error = JobState.CANCELLED.value, None
+    elif input_missing:
+        job.state = JobState.FAILED.value
+        job.error = f"{cause} and its stored input is missing or corrupt"
+    elif job.attempts >= max_attempts:
+        job.state = JobState.FAILED.value
+        job.error = (f"{cause} {job.attempts} times (limit {max_attempts});"
+                     " the input may crash the reconstruction - check it or resubmit")
+    else:
+        job.state, job.step, job.progress, job.worker = JobState.QUEUED.value, "re-queued", 0.0, None
+    if job.state != JobState.QUEUED.value:
+        job.finished_at = utcnow()

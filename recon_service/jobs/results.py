@@ -1,0 +1,69 @@
+"""Result files of a job under ``DATA_DIR/results/<job_id>/``: recon.nii.gz, preview.png, metrics.json.
+
+Files are written into a staging folder next to the final one, fsynced, and the folder is renamed into
+place, so a reader never sees half a result and a job re-run after a crash replaces what an interrupted
+run left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipelines.data import ImageVolume
+from pipelines.io.nifti import write_nifti
+from pipelines.io.png import write_png
+
+RESULTS_DIR = "results"
+FILES = {"nifti": "recon.nii.gz", "png": "preview.png", "metrics": "metrics.json"}
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def results_dir(data_dir: Path, job_id: str) -> Path:
+    if not _JOB_ID.fullmatch(job_id or ""):
+        raise ValueError(f"invalid job id {job_id!r}")
+    return Path(data_dir) / RESULTS_DIR / job_id
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dict[str, float] | None = None,
+                  info: dict[str, Any] | None = None) -> dict[str, str]:
+    """Write the NIfTI volume, the PNG preview and (with ``metrics``) metrics.json for ``job_id``.
+
+    ``info`` (pipeline, method, ...) goes into metrics.json next to the numbers. Returns
+    ``{format: path relative to data_dir}`` with formats ``nifti``, ``png`` and ``metrics``.
+    """
+    data_dir = Path(data_dir)
+    final = results_dir(data_dir, job_id)
+    staging = final.with_name(f".{job_id}.partial-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    magnitude = volume.magnitude()
+    written = [write_nifti(staging / FILES["nifti"], magnitude, volume.affine),
+               write_png(staging / FILES["png"], magnitude)]
+    formats = ["nifti", "png"]
+    if metrics is not None:
+        path = staging / FILES["metrics"]
+        path.write_text(json.dumps({**(info or {}), **metrics}, indent=2) + "\n")
+        written.append(path)
+        formats.append("metrics")
+    for path in written:
+        _fsync(path)
+    _fsync(staging)
+    if final.exists():  # left by an earlier, interrupted run of the same job
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    _fsync(final.parent)
+    return {fmt: (final / FILES[fmt]).relative_to(data_dir).as_posix() for fmt in formats}

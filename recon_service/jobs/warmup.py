@@ -1,0 +1,60 @@
+"""Warm-up: load the shipped default models and run each once, so the first job does not pay for it.
+
+It goes through the same registry call and parameters as a job (:func:`runner.service_params`), so the model
+and engine caches it fills are the ones jobs use, and the provider it reports is the one jobs will get.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from recon_service.jobs.catalog import get_pipeline, pipeline_name
+from recon_service.jobs.runner import service_params
+from recon_service.settings import Settings
+
+LOG = logging.getLogger(__name__)
+
+
+class WarmUpError(RuntimeError):
+    """A shipped model could not be loaded or run; the service should not report itself ready."""
+
+
+def tiny_acquisition(size: int = 32, coils: int = 2):
+    """One slice of random multi-coil k-space, undersampled 2x with 8 calibration lines."""
+    from pipelines.data import MRIAcquisition
+
+    rng = np.random.default_rng(0)
+    kspace = (rng.standard_normal((1, coils, size, size)) + 1j * rng.standard_normal((1, coils, size, size)))
+    mask = np.zeros((1, size), dtype=np.float32)
+    mask[0, ::2] = 1
+    mask[0, size // 2 - 4:size // 2 + 4] = 1
+    return MRIAcquisition(kspace=(kspace * mask).astype(np.complex64), mask=mask, num_low_frequencies=8)
+
+
+def warm_up(settings: Settings) -> dict[str, str]:
+    """Load every default model (``pipelines.zoo.DEFAULT_MODELS``) and run it once on a tiny input.
+
+    Returns ``{model_id: engine provider}`` (e.g. ``"onnxruntime:CPUExecutionProvider"``); raises
+    :class:`WarmUpError` naming the model that failed. Callable from the API process and from workers; the
+    caches it fills are per process. Whether to call it at all is ``settings.warmup``, the caller's choice.
+    """
+    from pipelines.pipeline import reconstruct
+    from pipelines.zoo import DEFAULT_MODELS
+
+    acq = tiny_acquisition()
+    providers: dict[str, str] = {}
+    for method, model_id in DEFAULT_MODELS.items():
+        start = time.perf_counter()
+        try:
+            info = get_pipeline(pipeline_name("mri", method))
+            volume = reconstruct(acq, method, service_params(settings, info, {"model_id": model_id})).volume
+        except Exception as err:
+            raise WarmUpError(f"model {model_id!r} ({method}) failed to load or run: {err}") from err
+        if not np.all(np.isfinite(volume.data)):
+            raise WarmUpError(f"model {model_id!r} ({method}) gave non-finite output on the warm-up input")
+        providers[model_id] = str(volume.attrs.get("engine"))
+        LOG.info("warmed up %s on %s in %.2f s", model_id, providers[model_id], time.perf_counter() - start)
+    return providers

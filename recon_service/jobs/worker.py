@@ -1,0 +1,378 @@
+"""Worker processes: each takes the oldest queued job from the store, runs it and records how it ended.
+
+``WorkerPool`` starts N processes (multiprocessing *spawn*: no state inherited from the server). Each opens
+its own database connection and loops ``claim_next -> run_job -> finish``.
+
+Lifetime rules:
+
+* Workers die with their parent: a watchdog thread compares ``os.getppid()`` with the pool's pid twice a
+  second and exits at once, and on Linux ``PR_SET_PDEATHSIG`` makes the kernel kill them when the parent
+  dies (only for workers started from the main thread: the signal follows the *thread* that forked).
+  So a kill -9 of the server leaves no worker running old jobs; :func:`recovery.recover_jobs` on the next
+  start re-queues (or fails) what they were running.
+* SIGTERM to a worker (or ``WorkerPool.stop``) means: take no new job. A job in progress may finish within
+  the stop timeout; otherwise the worker is killed and the job stays ``running`` until the next start's
+  recovery re-queues it (that run counts as an attempt).
+* A worker that dies while the pool runs (out of memory, a crash in native code) is replaced; its job is
+  re-queued, or failed once it has used ``max_attempts`` runs (``JobStore.recover_worker``).
+* SIGINT is ignored by workers: Ctrl-C in a terminal reaches the whole process group, and the server
+  decides how to stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import ctypes
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from recon_service.settings import Settings
+
+LOG = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+WATCHDOG_INTERVAL = 0.5
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --- inside a worker process -------------------------------------------------------------------------------
+
+def _die_with_parent(parent_pid: int, use_pdeathsig: bool) -> None:
+    if use_pdeathsig and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            LOG.warning("prctl(PR_SET_PDEATHSIG) unavailable; relying on the parent watchdog")
+    if os.getppid() != parent_pid:  # the parent died before we got here
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_INTERVAL)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+class ProgressReporter:
+    """The progress callback of one job: writes at most one update per ``interval`` seconds (plus every
+    change of stage), and raises :class:`JobCancelled` once the store says a cancellation was requested."""
+
+    def __init__(self, store, job_id: str, interval: float = 0.25):  # noqa: ANN001 - JobStore
+        self.store, self.job_id, self.interval = store, job_id, interval
+        self.last_write = float("-inf")
+        self.last_stage: str | None = None
+        self.cancelled = False
+        self.writes = 0
+
+    def __call__(self, fraction: float, step: str) -> None:
+        from recon_service.jobs.runner import JobCancelled
+
+        if self.cancelled:
+            raise JobCancelled()
+        now = time.monotonic()
+        stage = step.split(" ", 1)[0]
+        if now - self.last_write < self.interval and stage == self.last_stage:
+            return
+        self.last_write, self.last_stage = now, stage
+        self.writes += 1
+        try:
+            cancel = self.store.set_progress(self.job_id, fraction, step)
+        except SQLAlchemyError as err:  # progress is best effort; the job goes on
+            LOG.warning("job %s: progress not recorded (%s)", self.job_id, type(err).__name__)
+            return
+        if cancel:
+            self.cancelled = True
+            raise JobCancelled()
+
+
+def _with_retries(action, what: str, tries: int = 5, wait: float = 1.0):  # noqa: ANN001, ANN202
+    for attempt in range(tries):
+        try:
+            return action()
+        except SQLAlchemyError as err:
+            if attempt == tries - 1:
+                raise
+            LOG.warning("%s: database error (%s), retrying", what, type(err).__name__)
+            time.sleep(wait)
+    return None
+
+
+def execute_job(context, job, progress_interval: float = 0.25):  # noqa: ANN001, ANN201
+    """Run one claimed job to its end state: succeeded, failed (with the reason) or cancelled."""
+    from recon_service.jobs.runner import JobCancelled, JobFailed, run_job
+    from recon_service.jobs.store import JobState
+
+    store = context.store
+    reporter = ProgressReporter(store, job.id, progress_interval)
+    start = time.perf_counter()
+    try:
+        result = run_job(context, job, reporter)
+    except JobCancelled:
+        LOG.info("job %s cancelled", job.id)
+        return _with_retries(lambda: store.finish(job.id, JobState.CANCELLED), f"finishing job {job.id}")
+    except JobFailed as failure:
+        reason = failure.reason
+        LOG.info("job %s failed after %.1f s", job.id, time.perf_counter() - start)
+        return _with_retries(lambda: store.finish(job.id, JobState.FAILED, error=reason), f"finishing job {job.id}")
+    except Exception as err:  # run_job turns errors into JobFailed; this catches a bug in that net itself
+        LOG.exception("job %s: unexpected %s outside the job's error handling", job.id, type(err).__name__)
+        internal = f"internal error ({type(err).__name__}); the service log has the details for job {job.id}"
+        return _with_retries(lambda: store.finish(job.id, JobState.FAILED, error=internal),
+                             f"finishing job {job.id}")
+    LOG.info("job %s succeeded in %.1f s", job.id, time.perf_counter() - start)
+    return _with_retries(lambda: store.finish(job.id, JobState.SUCCEEDED, result=result), f"finishing job {job.id}")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    idle_sleep: float = 0.2
+    progress_interval: float = 0.25
+    warm_up: bool = False
+    threads: int | None = None
+    log_level: int = logging.INFO
+
+
+def _configure_logging(level: int) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [worker {os.getpid()}] "
+                                                "%(name)s: %(message)s")
+    root.setLevel(level)
+
+
+def worker_main(settings: Settings, parent_pid: int, use_pdeathsig: bool, options: WorkerOptions) -> None:
+    """Entry point of one worker process (spawned by :class:`WorkerPool`)."""
+    _die_with_parent(parent_pid, use_pdeathsig)
+    stopping = False
+
+    def on_term(_signum, _frame) -> None:  # noqa: ANN001
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _configure_logging(options.log_level)
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)
+    from recon_service.context import ServiceContext
+
+    context = ServiceContext.create(settings, migrate=False)
+    me = worker_id()
+    if options.warm_up:
+        from recon_service.jobs.warmup import WarmUpError, warm_up
+
+        try:
+            LOG.info("warm-up: %s", warm_up(settings))
+        except WarmUpError as err:
+            LOG.error("warm-up failed: %s", err)  # jobs of that model will fail with the reason
+    LOG.info("worker %s ready", me)
+    while not stopping:
+        try:
+            job = context.store.claim_next(me)
+        except SQLAlchemyError as err:
+            LOG.warning("worker %s: cannot reach the job store (%s)", me, type(err).__name__)
+            time.sleep(1.0)
+            continue
+        if job is None:
+            time.sleep(options.idle_sleep)
+            continue
+        LOG.info("worker %s took job %s (%s, attempt %d)", me, job.id, job.pipeline, job.attempts)
+        execute_job(context, job, options.progress_interval)
+    context.engine.dispose()
+    LOG.info("worker %s stopped", me)
+
+
+# --- in the server process ---------------------------------------------------------------------------------
+
+class WorkerPool:
+    """N worker processes taking jobs from the store; replaces workers that die while it runs.
+
+    Call :func:`recovery.recover_jobs` before :meth:`start` (once per service start), and :meth:`stop` on
+    shutdown. ``warm_up`` (default ``settings.warmup``) makes each worker load and run the shipped models
+    before it takes jobs. ``threads`` sets torch's intra-op threads per worker (default: the CPU cores
+    shared out between the workers).
+    """
+
+    MONITOR_INTERVAL = 0.5
+
+    def __init__(self, settings: Settings, concurrency: int | None = None, *, idle_sleep: float = 0.2,
+                 progress_interval: float = 0.25, warm_up: bool | None = None, threads: int | None = None):
+        self.settings = settings
+        self.concurrency = int(concurrency or settings.workers)
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        cores = os.cpu_count() or 1
+        self.options = WorkerOptions(idle_sleep, progress_interval,
+                                     settings.warmup if warm_up is None else warm_up,
+                                     threads or max(1, cores // self.concurrency), logging.getLogger().level
+                                     or logging.INFO)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._procs: list[BaseProcess | None] = [None] * self.concurrency
+        self._started_at = [0.0] * self.concurrency
+        self._restarts = [0] * self.concurrency
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._store = None
+
+    # public ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers and the thread that replaces dead ones."""
+        if self._monitor is not None:
+            raise RuntimeError("the worker pool is already started")
+        self._stopping.clear()
+        with self._lock:
+            for slot in range(self.concurrency):
+                self._spawn(slot)
+        self._monitor = threading.Thread(target=self._watch, name="worker-pool-monitor", daemon=True)
+        self._monitor.start()
+        # before multiprocessing's own exit handler, which would wait for the workers' current jobs
+        atexit.register(self._stop_at_exit)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking jobs; wait up to ``timeout`` s for running jobs, then kill what is left (those jobs are
+        re-queued by recovery on the next start)."""
+        self._stopping.set()
+        atexit.unregister(self._stop_at_exit)
+        if self._monitor is not None:
+            self._monitor.join()
+            self._monitor = None
+        with self._lock:
+            procs = [p for p in self._procs if p is not None]
+            for proc in procs:
+                if proc.is_alive() and proc.pid is not None:
+                    try:
+                        os.kill(proc.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + timeout
+            for proc in procs:
+                proc.join(max(0.0, deadline - time.monotonic()))
+            for proc in procs:
+                if proc.is_alive():
+                    LOG.warning("worker %d did not stop within %.0f s; killing it (its job is re-queued at the next "
+                                "start)", proc.pid, timeout)
+                    proc.kill()
+                    proc.join(5)
+            self._procs = [None] * self.concurrency
+        if self._store is not None:
+            self._store.engine.dispose()
+            self._store = None
+
+    def _stop_at_exit(self) -> None:
+        if self._monitor is not None:
+            self.stop(timeout=5.0)
+
+    def alive(self) -> int:
+        """How many worker processes are running."""
+        with self._lock:
+            return sum(1 for p in self._procs if p is not None and p.is_alive())
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [p.pid for p in self._procs if p is not None and p.pid is not None and p.is_alive()]
+
+    def worker_ids(self) -> list[str]:
+        host = socket.gethostname()
+        return [f"{host}:{pid}" for pid in self.pids()]
+
+    # internals ------------------------------------------------------------------------------------------
+
+    def _spawn(self, slot: int) -> None:
+        use_pdeathsig = threading.current_thread() is threading.main_thread()
+        proc = self._ctx.Process(target=worker_main, name=f"recon-worker-{slot}", daemon=True,
+                                 args=(self.settings, os.getpid(), use_pdeathsig, self.options))
+        proc.start()
+        self._procs[slot] = proc
+        self._started_at[slot] = time.monotonic()
+        LOG.info("started worker %d (pid %d)", slot, proc.pid)
+
+    def _job_store(self):  # noqa: ANN202
+        if self._store is None:
+            from recon_service.db import make_engine
+            from recon_service.jobs.store import JobStore
+
+            self._store = JobStore(make_engine(self.settings.sqlalchemy_url()))
+        return self._store
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.MONITOR_INTERVAL):
+            with self._lock:
+                dead = [(slot, p) for slot, p in enumerate(self._procs) if p is not None and not p.is_alive()]
+            for slot, proc in dead:
+                self._replace(slot, proc)
+
+    def _replace(self, slot: int, proc: BaseProcess) -> None:
+        dead_id = f"{socket.gethostname()}:{proc.pid}"
+        LOG.error("worker %d (pid %d) died with exit code %s", slot, proc.pid, proc.exitcode)
+        try:
+            for job_id, state in self._job_store().recover_worker(dead_id, self.settings.max_attempts):
+                LOG.warning("job %s of the dead worker: %s", job_id, state)
+        except SQLAlchemyError as err:
+            LOG.error("could not settle the jobs of worker %s (%s); recovery at the next start will",
+                      dead_id, type(err).__name__)
+        lived = time.monotonic() - self._started_at[slot]
+        self._restarts[slot] = self._restarts[slot] + 1 if lived < 10 else 0
+        delay = min(30.0, 0.5 * 2 ** self._restarts[slot]) if self._restarts[slot] else 0.0
+        if delay and self._stopping.wait(delay):
+            return
+        with self._lock:
+            if not self._stopping.is_set():
+                self._spawn(slot)
+
+
+# --- standalone ------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m recon_service.jobs.worker``: a pool without the API, until SIGTERM/SIGINT.
+
+    Prints one JSON line ``{"pid": ..., "workers": [pids]}`` once the workers are started."""
+    from recon_service.context import ServiceContext
+    from recon_service.jobs.recovery import recover_jobs
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default RECON_WORKERS)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores/workers)")
+    parser.add_argument("--recover", action="store_true",
+                        help="re-queue or fail interrupted jobs first (only when no other pool serves this store)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    context = ServiceContext.create(settings)
+    if args.recover:
+        recover_jobs(context)
+    pool = WorkerPool(settings, args.workers, threads=args.threads)
+    signals: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: signals.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: signals.append(signum))
+    pool.start()
+    print(json.dumps({"pid": os.getpid(), "workers": pool.pids()}), flush=True)
+    while not signals:
+        time.sleep(0.2)
+    pool.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

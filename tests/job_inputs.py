@@ -1,0 +1,121 @@
+"""Small raw-data files and stored job inputs for the job store, runner and worker tests.
+
+Inputs are stored the way the API stores uploads: DATA_DIR/uploads/<job_id>/<position>-<name>, with the
+size and SHA-256 recorded in the job row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from models.physics.ct import parallel_beam
+from models.physics.ct.projector import CTProjector
+from models.physics.mri.masks import equispaced_column_mask
+from pipelines.data import CTAcquisition, MRIAcquisition
+from pipelines.io.fastmri import write_fastmri
+from pipelines.io.sinogram import default_affine, write_sinogram
+from recon_service.jobs.store import JobRecord, JobState, JobStore, NewInput
+
+
+def _phantom(size: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    image = ((yy / 0.8) ** 2 + xx ** 2 < (0.4 * size) ** 2).astype(np.float32)
+    image += 0.5 * ((yy - size * 0.1) ** 2 + (xx + size * 0.1) ** 2 < (0.12 * size) ** 2)
+    return image
+
+
+def write_mri(path: Path, slices: int = 2, coils: int = 4, size: int = 32, reference: bool = True) -> Path:
+    """A fastMRI multi-coil file: a phantom seen by smooth coils, 4x equispaced columns, RSS reference."""
+    image = _phantom(size)
+    yy, xx = np.mgrid[:size, :size]
+    centres = [(0, 0), (0, size), (size, 0), (size, size)][:coils] + [(size / 2, 0)] * max(0, coils - 4)
+    maps = np.stack([np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (size ** 2)) for cy, cx in centres])
+    coil_images = maps[None] * image[None, None] * np.linspace(1, 0.8, slices)[:, None, None, None]
+    kspace = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(coil_images, axes=(-2, -1)), norm="ortho"),
+                             axes=(-2, -1))
+    sampling = equispaced_column_mask(size, 4, 0.16, seed=0)
+    ref = np.sqrt((np.abs(coil_images) ** 2).sum(axis=1)).astype(np.float32) if reference else None
+    acq = MRIAcquisition(kspace=(kspace * sampling.mask).astype(np.complex64), mask=sampling.mask,
+                         num_low_frequencies=sampling.num_low_frequencies, reference=ref)
+    return write_fastmri(path, acq)
+
+
+def write_ct(path: Path, slices: int = 2, size: int = 32, views: int = 24, reference: bool = True) -> Path:
+    """A parallel-beam sinogram file of a phantom, ``views`` angles over 180 degrees."""
+    import torch
+
+    geom = parallel_beam(size, views)
+    volume = np.stack([_phantom(size) * 0.02] * slices)
+    with torch.no_grad():
+        sino = CTProjector(geom).forward(torch.from_numpy(volume)).numpy().astype(np.float32)
+    acq = CTAcquisition(sinogram=sino, angles=geom.angles_array(), geometry=geom.to_dict(),
+                        reference=volume if reference else None,
+                        affine=default_affine(geom.image_shape, slices, geom.pixel_size))
+    return write_sinogram(path, acq)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def store_input(data_dir: Path, job_id: str, position: int, source: Path, filename: str, kind: str) -> NewInput:
+    """Copy ``source`` to where the API keeps uploads and describe it as the job row records it."""
+    relative = Path("uploads") / job_id / f"{position}-{filename}"
+    target = Path(data_dir) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return NewInput(filename=filename, path=relative.as_posix(), size=target.stat().st_size, sha256=sha256(target),
+                    kind=kind)
+
+
+def submit(store: JobStore, data_dir: Path, pipeline: str, files: list[tuple[Path, str, str]],
+           params: dict | None = None, owner: str = "tester") -> JobRecord:
+    """Store ``files`` ((source, client filename, kind)) as uploads and queue a job for them."""
+    job_id = uuid.uuid4().hex
+    inputs = [store_input(data_dir, job_id, i, src, name, kind) for i, (src, name, kind) in enumerate(files)]
+    job, created = store.create(pipeline, inputs, owner, params=params, job_id=job_id)
+    assert created
+    return job
+
+
+def wait_for(store: JobStore, job_id: str, condition, timeout: float = 30.0, poll: float = 0.05) -> JobRecord:
+    """Poll the job until ``condition(job)`` holds; AssertionError with the last state on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = store.get(job_id)
+        if condition(job):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job.state} ({job.step}, {job.error}) after {timeout} s")
+        time.sleep(poll)
+
+
+def finished(job: JobRecord) -> bool:
+    return job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+def sirt_iterations_for(seconds: float, source: Path) -> int:
+    """How many SIRT iterations on ``source`` take about ``seconds`` here (for jobs that must still be running
+    when a test interrupts them, yet finish when run again)."""
+    import torch
+
+    from pipelines.io.detect import load_acquisition
+    from pipelines.pipeline import reconstruct
+
+    acq = load_acquisition(source)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reconstruct(acq, "sirt", {"iterations": 20})
+        start = time.perf_counter()
+        reconstruct(acq, "sirt", {"iterations": 300})
+        per_iteration = (time.perf_counter() - start) / 300
+    finally:
+        torch.set_num_threads(threads)
+    return max(300, int(seconds / per_iteration))
