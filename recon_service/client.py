@@ -84,7 +84,7 @@ class ReconClient:
 
     def jobs(self, **filters: Any) -> list[dict[str, Any]]:
         body = self._check(self.http.get("/v1/jobs", params=filters)).json()
-        return body["jobs"] if isinstance(body, dict) else body
+        return body["items"]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._check(self.http.post(f"/v1/jobs/{job_id}/cancel")).json()

@@ -76,10 +76,10 @@ SERVICE_JOBS = {
     "ct": [("ct-admm-tv", {}), ("ct-fbp", {})],
 }
 DEMO_STUDIES = {
-    "mri": {"patient_name": "Demo^Brain MRI", "patient_id": "DEMO-MR-001", "study_description": "Simulated brain MRI",
-            "accession_number": "DEMO0001"},
-    "ct": {"patient_name": "Demo^Head CT", "patient_id": "DEMO-CT-001", "study_description": "Simulated head CT",
-           "accession_number": "DEMO0002"},
+    "mri": {"PatientName": "Demo^Brain MRI", "PatientID": "DEMO-MR-001", "StudyDescription": "Simulated brain MRI",
+            "AccessionNumber": "DEMO0001"},
+    "ct": {"PatientName": "Demo^Head CT", "PatientID": "DEMO-CT-001", "StudyDescription": "Simulated head CT",
+           "AccessionNumber": "DEMO0002"},
 }
 
 

@@ -75,11 +75,11 @@ def store_input(data_dir: Path, job_id: str, position: int, source: Path, filena
 
 
 def submit(store: JobStore, data_dir: Path, pipeline: str, files: list[tuple[Path, str, str]],
-           params: dict | None = None, owner: str = "tester") -> JobRecord:
+           params: dict | None = None, owner: str = "tester", study: dict | None = None) -> JobRecord:
     """Store ``files`` ((source, client filename, kind)) as uploads and queue a job for them."""
     job_id = uuid.uuid4().hex
     inputs = [store_input(data_dir, job_id, i, src, name, kind) for i, (src, name, kind) in enumerate(files)]
-    job, created = store.create(pipeline, inputs, owner, params=params, job_id=job_id)
+    job, created = store.create(pipeline, inputs, owner, params=params, study=study, job_id=job_id)
     assert created
     return job
 

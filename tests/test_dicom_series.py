@@ -1,13 +1,11 @@
 """DICOM series writer: dciodvfy-valid MR and CT series, geometry and values that read back, study and provenance."""
 
-import shutil
-import subprocess
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from dicom_checks import ALLOWED_WARNING, assert_valid, dciodvfy
 from pydicom.data import get_testdata_file
 from pydicom.uid import UID
 
@@ -24,7 +22,6 @@ from pipelines.io.dicom_series import (
 from pipelines.io.dicom_study import StudyInfo
 from pipelines.io.mrd_header import header_mr_parameters, make_ismrmrd_header
 
-DCIODVFY = shutil.which("dciodvfy") or "/usr/bin/dciodvfy"
 SHA = "0123456789abcdef" * 4
 MODEL = "recurrentvarnet-brain-sim"
 PROVIDER = "onnxruntime:CPUExecutionProvider"
@@ -32,9 +29,6 @@ STUDY = {"patient_name": "Doe^Jane", "patient_id": "P-0042", "patient_birth_date
          "study_instance_uid": "1.2.826.0.1.3680043.8.498.12345", "study_date": "20240315", "study_time": "101500",
          "accession_number": "ACC123", "study_description": "Brain MRI", "referring_physician_name": "House^Gregory",
          "study_id": "S1"}
-# Laterality (0020,0060) is written empty: the body part, and so whether it is paired, is unknown to the writer.
-# dciodvfy warns that an empty value is only allowed when actually unknown, which is the case here.
-ALLOWED_WARNING = "attribute <Laterality>"
 
 
 def oblique_affine(handedness: int = 1) -> np.ndarray:
@@ -75,24 +69,6 @@ def ct_provenance() -> Provenance:
 
 def read_all(paths) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p) for p in paths]
-
-
-def dciodvfy(path: Path) -> list[str]:
-    """dciodvfy's Error and Warning lines for one file (it reports on stderr)."""
-    if not Path(DCIODVFY).exists():
-        pytest.skip("dciodvfy not installed (Debian dicom3tools; scripts/install-system-deps.sh installs it)")
-    proc = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
-    lines = (proc.stdout + proc.stderr).splitlines()
-    return [line for line in lines if line.startswith(("Error", "Warning"))]
-
-
-def assert_valid(paths) -> None:
-    for path in paths:
-        problems = dciodvfy(path)
-        errors = [line for line in problems if line.startswith("Error")]
-        assert not errors, f"{path.name}: {errors}"
-        unexpected = [line for line in problems if ALLOWED_WARNING not in line]
-        assert not unexpected, f"{path.name}: {unexpected}"
 
 
 def affine_from_files(datasets: list[pydicom.Dataset]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,15 +1,19 @@
 """The job runner in-process, and a real WorkerPool (spawned processes, SQLite store, files on disk)."""
 
+import io
 import json
 import logging
 import os
 import signal
 import socket
+import zipfile
 
 import h5py
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
+from dicom_checks import assert_no_errors
 from job_inputs import finished, sirt_iterations_for, store_input, submit, wait_for, write_ct, write_mri
 from PIL import Image
 
@@ -71,7 +75,8 @@ def pool(service):
 # --- the runner in this process ----------------------------------------------------------------------------
 
 def test_run_job_reports_progress_and_writes_results(local, sources, single_thread):
-    job = submit(local.store, local.settings.data_dir, "mri-cg-sense", [(sources["mri"], "brain.h5", "fastmri")])
+    job = submit(local.store, local.settings.data_dir, "mri-cg-sense", [(sources["mri"], "brain.h5", "fastmri")],
+                 study={"PatientName": "Test^Patient", "AccessionNumber": "ACC1"})
     seen = []
     result = run_job(local, job, lambda fraction, step: seen.append((fraction, step)))
     fractions = [f for f, _ in seen]
@@ -80,7 +85,15 @@ def test_run_job_reports_progress_and_writes_results(local, sources, single_thre
     assert steps[0] == "loading input" and "reconstructing slice 2/2" in steps and steps[-1] == "writing results"
     files = result["files"]
     assert files == {fmt: f"results/{job.id}/{name}" for fmt, name in
-                     [("nifti", "recon.nii.gz"), ("png", "preview.png"), ("metrics", "metrics.json")]}
+                     [("nifti", "recon.nii.gz"), ("png", "preview.png"), ("metrics", "metrics.json"),
+                      ("dicom", "series.zip")]}
+    with zipfile.ZipFile(local.settings.data_dir / files["dicom"]) as series:
+        names = series.namelist()
+        first = pydicom.dcmread(io.BytesIO(series.read(names[0])))
+    assert len(names) == 2  # one instance per slice
+    assert first.Modality == "MR" and first.ImageType[:2] == ["ORIGINAL", "PRIMARY"]
+    assert first.PatientName == "Test^Patient" and first.AccessionNumber == "ACC1"
+    assert any("cg-sense" in v for v in first.SoftwareVersions)
     prov = result["provenance"]
     assert prov["pipeline"] == "mri-cg-sense" and prov["method"] == "cg-sense" and prov["model_id"] is None
     assert prov["engine_provider"] == "torch-cpu" and prov["parameters"]["maps"] == "espirit"
@@ -198,8 +211,15 @@ def test_pool_runs_mri_and_ct_jobs_to_results(service, pool, sources):
         assert metrics["pipeline"] == name and metrics["job_id"] == job.id and metrics["psnr"] > 15
         assert job.result["metrics"]["ssim"] == pytest.approx(metrics["ssim"])
         assert job.result["provenance"]["pipeline"] == name
+        series = sorted((data_dir / "results" / job.id / "dicom").glob("*.dcm"))
+        with zipfile.ZipFile(files["dicom"]) as archive:
+            assert sorted(archive.namelist()) == [p.name for p in series] and len(series) == 2
+        assert_no_errors(series)  # dciodvfy: MR and CT Image Storage alike
+        ds = pydicom.dcmread(series[0])
+        assert ds.Modality == ("CT" if name.startswith("ct-") else "MR") and ds.StudyInstanceUID
+        assert len(ds.StudyDate) == 8 and ds.StudyTime  # a study made by the service is dated
     plain = wait_for(service.store, noref.id, finished, timeout=60)
-    assert plain.state == JobState.SUCCEEDED and set(plain.result["files"]) == {"nifti", "png"}
+    assert plain.state == JobState.SUCCEEDED and set(plain.result["files"]) == {"nifti", "png", "dicom"}
     assert not (data_dir / "results" / noref.id / "metrics.json").exists() and plain.result["metrics"] is None
 
 

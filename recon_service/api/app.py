@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         context = await asyncio.to_thread(ServiceContext.create, settings)
         app.state.context = context
         background = await asyncio.to_thread(start_background, context)
+        app.state.background = background
         warm_task = asyncio.create_task(app.state.warmup.run(settings))
         LOG.info("recon service started (data dir %s, %s)", settings.data_dir,
                  "workers running" if background.running else "no workers")
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 {"name": "health", "description": "Liveness, readiness, metrics (no auth)."}])
     app.state.settings = settings
     app.state.warmup = WarmUp()
+    app.state.background = None
     app.state.metrics_registry, requests = make_registry(app.state)
     app.add_middleware(RequestMetrics, counter=lambda: requests)
     app.add_exception_handler(StarletteHTTPException, auditing.audited_http_exception)

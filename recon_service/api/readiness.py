@@ -31,15 +31,17 @@ class WarmUp:
             self.status, self.detail = "disabled", "warm-up is off (RECON_WARMUP=false)"
             return
         if warm_up is None:
-            from recon_service.api.warmup import warm_up
+            from recon_service.jobs.warmup import warm_up
         try:
             info = await asyncio.to_thread(warm_up, settings)
         except Exception as err:  # any failure keeps the service unready, with the reason
             LOG.error("warm-up failed: %s", err)
             self.status, self.detail = "failed", f"warm-up failed: {err}"
             return
-        self.provider = info.get("provider")
-        self.models = list(info.get("models", []))
+        # {model_id: engine provider}; the provider is the same for every model of one process
+        self.models = list(info)
+        first = next(iter(info.values()), None)
+        self.provider = first.removeprefix("onnxruntime:") if first else None
         self.status, self.detail = "ready", None
         LOG.info("warm-up finished: %d model(s) on %s", len(self.models), self.provider)
 

@@ -49,15 +49,21 @@ class JobOut(BaseModel):
     finished_at: datetime | None = None
     inputs: list[JobInputOut]
     results: list[str] = Field(description="result formats available at GET /v1/jobs/{id}/result?format=")
+    provenance: dict[str, Any] | None = Field(None, description="method, model id, weights SHA-256, engine "
+                                                                "provider, parameters and times of a finished job")
+    metrics: dict[str, float | None] | None = Field(None, description="PSNR/SSIM/NMSE against the input's "
+                                                                      "reference, when it had one")
 
     @classmethod
     def of(cls, job: JobRecord) -> JobOut:
         result = job.result or {}
-        formats = [f for f in RESULT_FORMATS if isinstance(result.get(f), str)] if job.state == "succeeded" else []
+        files = result.get("files") or {}
+        formats = [f for f in RESULT_FORMATS if isinstance(files.get(f), str)] if job.state == "succeeded" else []
         return cls(id=job.id, pipeline=job.pipeline, state=job.state, progress=job.progress, step=job.step,
                    error=job.error, params=job.params, study=job.study, owner=job.owner, attempts=job.attempts,
                    cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
-                   finished_at=job.finished_at, results=formats,
+                   finished_at=job.finished_at, results=formats, provenance=result.get("provenance"),
+                   metrics=result.get("metrics"),
                    inputs=[JobInputOut(position=i.position, filename=i.filename, size=i.size, sha256=i.sha256,
                                        kind=i.kind) for i in job.inputs])
 

@@ -8,7 +8,6 @@ patient and study the results belong to.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import h5py
 
 from pipelines.data import InputError
 from pipelines.io.detect import detect_layout, load_acquisition
+from pipelines.io.dicom_study import DICOM_KEYWORDS, StudyInfo, is_valid_uid
 from recon_service.jobs.catalog import PipelineInfo
 from recon_service.jobs.store import NewInput
 from recon_service.storage import StoredFile
@@ -25,11 +25,10 @@ DICOM = "dicom"
 KIND_NAMES = {"fastmri": "fastMRI k-space (HDF5)", "ismrmrd": "ISMRMRD raw data (HDF5)",
               "sinogram": "CT sinogram (HDF5)", DICOM: "DICOM"}
 # patient and study attributes a DICOM file may contribute to the job's ``study``
-STUDY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "StudyInstanceUID",
-                  "StudyID", "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber",
-                  "ReferringPhysicianName")
+# the study of a job is kept with DICOM keywords as keys (PatientName, StudyInstanceUID, ...)
+STUDY_KEYWORDS = tuple(DICOM_KEYWORDS.values())
+_FIELD_OF_KEYWORD = {keyword: name for name, keyword in DICOM_KEYWORDS.items()}
 _IDENTITY = ("StudyInstanceUID", "PatientID")
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
 class RejectedInput(ValueError):
@@ -94,15 +93,33 @@ def read_dicom_study(path: str | Path) -> dict[str, str]:
     return study
 
 
+def study_info(study: dict[str, Any]) -> StudyInfo:
+    """A job's study (DICOM keywords as keys) as a checked :class:`StudyInfo`; ValueError naming the field."""
+    unknown = sorted(set(study) - set(_FIELD_OF_KEYWORD))
+    if unknown:
+        raise ValueError(f"unknown study field(s) {', '.join(map(repr, unknown))}; known: {', '.join(STUDY_KEYWORDS)}")
+    try:
+        return StudyInfo.from_mapping({_FIELD_OF_KEYWORD[k]: v for k, v in study.items()})
+    except ValueError as err:  # name the field the way the client sent it
+        message = str(err)
+        for name, keyword in DICOM_KEYWORDS.items():
+            message = message.replace(f"{name}:", f"{keyword}:")
+        raise ValueError(message) from None
+
+
 def check_study(study: dict[str, Any]) -> None:
-    """A study given by the client must be a flat object; a StudyInstanceUID must be a valid DICOM UID."""
+    """A study given by the client: a flat object of DICOM keywords to strings, each a valid DICOM value."""
     for key, value in study.items():
-        if not isinstance(value, str | int | float | bool) and value is not None:
-            raise RejectedInput(f"study field {key!r} must be a string, number or null, not {type(value).__name__}")
+        if not isinstance(value, str) and value is not None:
+            raise RejectedInput(f"study field {key!r} must be a string or null, not {type(value).__name__}")
     uid = study.get("StudyInstanceUID")
-    if uid is not None and (not isinstance(uid, str) or len(uid) > 64 or not _UID.fullmatch(uid)):
+    if uid is not None and not is_valid_uid(uid):
         raise RejectedInput("study field 'StudyInstanceUID' is not a DICOM UID (digits and dots, at most 64 "
                             "characters, no leading zeros)")
+    try:
+        study_info(study)
+    except ValueError as err:
+        raise RejectedInput(f"study: {err}") from err
 
 
 def _label(stored: StoredFile) -> str:
@@ -170,4 +187,8 @@ def check_submission(pipeline: PipelineInfo, files: list[StoredFile],
         raise RejectedInput(f"{_label(stored)}: {err.problem}") from err
     merged: dict[str, Any] = dict(_merge_dicom(dicom))
     merged.update(study or {})
+    try:
+        study_info(merged)
+    except ValueError as err:
+        raise RejectedInput(f"study of the DICOM parts: {err}") from err
     return CheckedSubmission(inputs, merged, kind)

@@ -1,4 +1,5 @@
-"""Result files of a job under ``DATA_DIR/results/<job_id>/``: recon.nii.gz, preview.png, metrics.json.
+"""Result files of a job under ``DATA_DIR/results/<job_id>/``: recon.nii.gz, preview.png, metrics.json,
+the DICOM series in dicom/ and the same series zipped in series.zip.
 
 Files are written into a staging folder next to the final one, fsynced, and the folder is renamed into
 place, so a reader never sees half a result and a job re-run after a crash replaces what an interrupted
@@ -11,15 +12,30 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.data import ImageVolume
+from pipelines.io.dicom_series import Provenance, write_dicom_series, zip_series
+from pipelines.io.dicom_study import StudyInfo
 from pipelines.io.nifti import write_nifti
 from pipelines.io.png import write_png
 
 RESULTS_DIR = "results"
-FILES = {"nifti": "recon.nii.gz", "png": "preview.png", "metrics": "metrics.json"}
+FILES = {"nifti": "recon.nii.gz", "png": "preview.png", "metrics": "metrics.json", "dicom": "series.zip"}
+DICOM_DIR = "dicom"
+DICOM_MODALITY = {"mri": "MR", "ct": "CT"}
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """What the DICOM series of a result needs besides the volume: modality ("mri"/"ct"), study, provenance."""
+
+    modality: str
+    study: StudyInfo
+    provenance: Provenance
+    series_description: str | None = None
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -38,11 +54,12 @@ def _fsync(path: Path) -> None:
 
 
 def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dict[str, float] | None = None,
-                  info: dict[str, Any] | None = None) -> dict[str, str]:
-    """Write the NIfTI volume, the PNG preview and (with ``metrics``) metrics.json for ``job_id``.
+                  info: dict[str, Any] | None = None, dicom: DicomSeries | None = None) -> dict[str, str]:
+    """Write the NIfTI volume, the PNG preview, (with ``metrics``) metrics.json and (with ``dicom``) the DICOM
+    series and its zip for ``job_id``.
 
     ``info`` (pipeline, method, ...) goes into metrics.json next to the numbers. Returns
-    ``{format: path relative to data_dir}`` with formats ``nifti``, ``png`` and ``metrics``.
+    ``{format: path relative to data_dir}`` with formats ``nifti``, ``png``, ``metrics`` and ``dicom``.
     """
     data_dir = Path(data_dir)
     final = results_dir(data_dir, job_id)
@@ -59,8 +76,15 @@ def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dic
         path.write_text(json.dumps({**(info or {}), **metrics}, indent=2) + "\n")
         written.append(path)
         formats.append("metrics")
+    if dicom is not None:
+        series = write_dicom_series(volume, staging / DICOM_DIR, DICOM_MODALITY[dicom.modality], dicom.study,
+                                    dicom.provenance, series_description=dicom.series_description)
+        written += [*series, zip_series(series, staging / FILES["dicom"])]
+        formats.append("dicom")
     for path in written:
         _fsync(path)
+    if dicom is not None:
+        _fsync(staging / DICOM_DIR)
     _fsync(staging)
     if final.exists():  # left by an earlier, interrupted run of the same job
         shutil.rmtree(final)

@@ -12,20 +12,25 @@ directory replaced by placeholders.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipelines.data import InputError
+from pipelines.io.dicom_series import Provenance
+from pipelines.io.dicom_study import StudyInfo
 from pipelines.zoo import DEFAULT_MODELS
 from recon_service.context import ServiceContext
 from recon_service.jobs.catalog import PipelineInfo, get_pipeline
-from recon_service.jobs.results import write_results
+from recon_service.jobs.inputs import study_info
+from recon_service.jobs.results import DicomSeries, write_results
 from recon_service.jobs.store import InputRecord, JobRecord
 from recon_service.settings import Settings
 
@@ -145,6 +150,28 @@ def _engine_provider(volume_attrs: dict[str, Any], params: dict[str, Any]) -> st
     return str(volume_attrs.get("engine") or f"torch-{params.get('device', 'cpu')}")
 
 
+def _study(job: JobRecord, acq: Any) -> StudyInfo:
+    """The job's study (from its DICOM parts and the request), filling gaps from an ISMRMRD header."""
+    study = study_info(job.study)
+    header_xml = getattr(acq, "header_xml", None)
+    if header_xml:
+        header = StudyInfo.from_ismrmrd_header(header_xml).to_mapping()
+        given = {k: v for k, v in study.to_mapping().items() if v is not None}
+        study = StudyInfo(**{**header, **given})
+    if not study.study_instance_uid:  # a new study: it happened now
+        now = datetime.now(UTC)
+        study = dataclasses.replace(study, study_date=study.study_date or now.strftime("%Y%m%d"),
+                                    study_time=study.study_time or now.strftime("%H%M%S"))
+    return study.with_uid()
+
+
+def _dicom_provenance(provenance: dict[str, Any]) -> Provenance:
+    return Provenance(method=provenance["method"], pipeline=provenance["pipeline"],
+                      model_id=provenance["model_id"], weights_sha256=provenance["weights_sha256"],
+                      engine_provider=provenance["engine_provider"],
+                      parameters={k: v for k, v in (provenance["parameters"] or {}).items() if v is not None})
+
+
 def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> dict[str, Any]:
     """Reconstruct ``job`` and write its results; returns the job's result: ``{"files": {format: path
     relative to DATA_DIR}, "provenance": {...}, "metrics": {...} | None}``.
@@ -194,8 +221,10 @@ def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> di
             "reconstruction_seconds": attrs.get("seconds"),
         }
         metrics = None if recon.metrics is None else {k: float(v) for k, v in recon.metrics.items()}
+        dicom = DicomSeries(info.modality, _study(job, acq), _dicom_provenance(provenance),
+                            f"{info.name} reconstruction")
         files = write_results(data_dir, job.id, recon.volume, metrics,
-                              {"job_id": job.id, "pipeline": info.name, "method": info.method})
+                              {"job_id": job.id, "pipeline": info.name, "method": info.method}, dicom)
         provenance["seconds"] = time.perf_counter() - started
         return _jsonable({"files": files, "provenance": provenance, "metrics": metrics})
     except (JobCancelled, JobFailed):

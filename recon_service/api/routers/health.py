@@ -19,11 +19,16 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, summary="Readiness",
-            description="200 once the shipped models are loaded and have run once (warm-up); 503 before that "
-                        "or when warm-up failed, with the reason.",
+            description="200 once the shipped models are loaded and have run once (warm-up) and job workers "
+                        "are running; 503 before that, when warm-up failed, or with no live worker, with the reason.",
             responses={503: {"model": Readiness, "description": "Not ready yet, or warm-up failed."}})
 async def readyz(request: Request) -> JSONResponse:
     report = request.app.state.warmup.report()
+    background = request.app.state.background
+    workers = 0 if background is None else await run_in_threadpool(background.workers_alive)
+    if report.ready and workers == 0:
+        report = report.model_copy(update={"ready": False, "status": "no workers",
+                                           "detail": "no job worker process is running"})
     return JSONResponse(report.model_dump(), status_code=200 if report.ready else 503)
 
 

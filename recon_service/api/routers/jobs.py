@@ -16,7 +16,7 @@ from recon_service.api.submission import submit
 from recon_service.context import ServiceContext
 from recon_service.jobs.store import JobConflict, JobRecord, JobState
 from recon_service.security import Principal, require_scope
-from recon_service.storage import StorageError, result_file, within
+from recon_service.storage import StorageError, result_file
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -147,7 +147,7 @@ async def get_result(
     job = await _job(context, job_id)
     if job.state != JobState.SUCCEEDED:
         raise HTTPException(409, f"job {job.id} has no results: it is {job.state.value}")
-    relative = (job.result or {}).get(format)
+    relative = ((job.result or {}).get("files") or {}).get(format)
     if not isinstance(relative, str):
         raise HTTPException(404, f"job {job.id} has no {format} result"
                                  + (" (metrics need a reference in the input)" if format == "metrics" else ""))
@@ -155,8 +155,6 @@ async def get_result(
         path = result_file(context.settings.data_dir, relative)
     except StorageError as err:
         raise HTTPException(404, f"job {job.id}: the stored {format} result is not readable") from err
-    if format == "dicom" and path.is_dir():  # a series directory: its zip sits next to it
-        path = within(context.settings.data_dir, path.parent / "series.zip")
     if not path.is_file():
         raise HTTPException(404, f"job {job.id}: the {format} result file is missing")
     media_type, ext = MEDIA_TYPES[format]
