@@ -114,10 +114,12 @@ def run_service_demo(out: Path, workers: int = 2) -> int:
         for pipeline, job_id in submitted:
             bar = tqdm(total=100, desc=pipeline, unit="%", file=sys.stderr, leave=False)
 
-            def show(status: dict, bar: tqdm = bar) -> None:
-                bar.n = round(100 * float(status.get("progress") or 0.0))
-                bar.set_postfix_str(f"{status['state']} {status.get('step') or ''}".strip())
-                bar.refresh()
+            def show(status: dict, bar: tqdm = bar, last: list = [None]) -> None:  # noqa: B006 - per-bar memo
+                shown = (round(100 * float(status.get("progress") or 0.0)), status["state"], status.get("step"))
+                if shown != last[0]:
+                    last[0] = shown
+                    bar.n = shown[0]
+                    bar.set_postfix_str(f"{shown[1]} {shown[2] or ''}".strip())
 
             status = client.wait(job_id, on_progress=show)
             bar.close()
