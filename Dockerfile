@@ -1,4 +1,7 @@
-# recon-service, CPU image. Build: docker build -t recon-service .   Run: docker run --rm recon-service recon demo
+# recon-service, CPU image.
+# Build: docker build -t recon-service .
+# Run:   docker run -p 8000:8000 -v recon-data:/data -e RECON_API_TOKENS='TOKEN:jobs:submit,jobs:read' recon-service
+# Demo:  docker run --rm recon-service recon demo --out /home/recon/demo-out
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
@@ -14,7 +17,12 @@ COPY pipelines pipelines
 COPY recon_service recon_service
 RUN pip install --no-cache-dir ".[data]"
 
-RUN useradd --create-home recon
+RUN useradd --create-home recon && mkdir /data && chown recon /data
 USER recon
 WORKDIR /home/recon
-CMD ["recon", "demo", "--out", "/home/recon/demo-out"]
+ENV RECON_DATA_DIR=/data
+VOLUME /data
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"
+CMD ["recon", "serve", "--host", "0.0.0.0", "--port", "8000"]
