@@ -39,9 +39,14 @@ def training_command(run: Path, config: dict[str, Any]) -> str:
 
 
 def _training_seconds(run: Path) -> float:
+    """Training time from log.csv; runs resumed by older versions restarted the clock, so segments add up."""
     with open(run / "log.csv") as f:
-        rows = list(csv.DictReader(f))
-    return float(rows[-1]["seconds"]) if rows else 0.0
+        seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
+    total = 0.0
+    for previous, current in zip(seconds, seconds[1:], strict=False):
+        if current < previous:
+            total += previous
+    return total + (seconds[-1] if seconds else 0.0)
 
 
 def evaluate_model(model_id: str, eval_root: Path, zoo: Path = ZOO_DIR,

@@ -127,6 +127,17 @@ def _save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig) 
     tmp.replace(path)  # atomic: a kill during the save never leaves a broken checkpoint
 
 
+def _truncate_log(log_path: Path, step: int) -> float:
+    """Drop log rows after the checkpoint's ``step`` (a killed run may have flushed some); returns the training
+    seconds logged at that step."""
+    with open(log_path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], [r for r in rows[1:] if r and int(r[0]) <= step]
+    with open(log_path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *body])
+    return float(body[-1][4]) if body else 0.0
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
           progress: Callable[[int, int, float], None] | None = None) -> Path:
     """Train ``cfg.model`` and write ``model.pt``, ``config.json``, ``log.csv`` and ``val.jsonl`` to ``out_dir``."""
@@ -152,12 +163,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "parameters": count_parameters(model)}, indent=2))
     log_path = out / "log.csv"
     new_log = not (resume and log_path.exists())
+    elapsed = 0.0 if new_log else _truncate_log(log_path, start)
     with open(log_path, "w" if new_log else "a", newline="") as log_file:
         log = csv.writer(log_file)
         if new_log:
             log.writerow(["step", "loss", "lr", "acceleration", "seconds"])
         model.train()
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - elapsed  # the seconds column counts on across resumes
         for step in range(start, cfg.steps):
             rng = np.random.default_rng([cfg.seed, step])
             acc = float(rng.choice(cfg.accelerations))

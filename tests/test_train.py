@@ -41,6 +41,15 @@ def test_training_is_reproducible_and_resumes_exactly(dataset, tmp_path):
 
     rows = list(csv.DictReader((tmp_path / "split" / "log.csv").read_text().splitlines()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    seconds = [float(r["seconds"]) for r in rows]
+    assert seconds == sorted(seconds)  # the clock counts on across the resume
+
+    # rows a killed run flushed after its last checkpoint are dropped on resume
+    train(_cfg(dataset, 2), tmp_path / "split2")
+    (tmp_path / "split2" / "log.csv").write_text((tmp_path / "split2" / "log.csv").read_text() + "3,0.1,1e-3,4.0,99\n")
+    train(_cfg(dataset, 3), tmp_path / "split2", resume=True)
+    rows2 = list(csv.DictReader((tmp_path / "split2" / "log.csv").read_text().splitlines()))
+    assert [int(r["step"]) for r in rows2] == [1, 2, 3] and float(rows2[-1]["seconds"]) < 99
     assert {float(r["acceleration"]) for r in rows} <= {4.0, 8.0}
     val = [json.loads(line) for line in (tmp_path / "full" / "val.jsonl").read_text().splitlines()]
     assert [v["step"] for v in val] == [2, 4] and all(v["psnr"] > 5 for v in val)
