@@ -49,6 +49,12 @@ class ReconClient:
             raise ApiError(response)
         return response
 
+    def healthy(self) -> bool:
+        try:
+            return self.http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
     def ready(self) -> bool:
         try:
             return self.http.get("/readyz").status_code == 200

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from recon_service.client import ReconClient
@@ -26,6 +27,9 @@ class LocalServer:
     The server gets a fresh admin token (``server.token``) unless ``tokens`` (RECON_API_TOKENS syntax) is
     given; its output goes to ``data_dir/server.log``. ``kill()`` sends SIGKILL, ``start()`` starts it again
     on the same port and data directory.
+
+    The child inherits this environment (RECON_PROVIDERS, ...) except RECON_DATABASE_URL: a database URL of
+    the calling shell must not send a demo's or a test's jobs into another database (pass one in ``env``).
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, workers: int = 1, tokens: str | None = None,
@@ -53,7 +57,8 @@ class LocalServer:
     def start(self, wait: bool = True) -> LocalServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         root = Path(__file__).resolve().parents[1]
-        env = {**os.environ, "RECON_DATA_DIR": str(self.data_dir), "RECON_API_TOKENS": self.tokens,
+        inherited = {k: v for k, v in os.environ.items() if k != "RECON_DATABASE_URL"}
+        env = {**inherited, "RECON_DATA_DIR": str(self.data_dir), "RECON_API_TOKENS": self.tokens,
                "RECON_WORKERS": str(self.workers), "PYTHONPATH": str(root), **self.extra_env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.process = subprocess.Popen(
@@ -64,16 +69,29 @@ class LocalServer:
             self.wait_ready()
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout
+        """Until /readyz answers 200 (models warmed up, workers running)."""
         with ReconClient(self.url) as probe:
-            while not probe.ready():
-                if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"recon serve exited with {self.process.returncode}; see {self.log_path}:\n"
-                                       + self.log_path.read_text()[-3000:])
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"recon serve not ready after {self.ready_timeout:.0f} s; see {self.log_path}")
-                time.sleep(0.2)
+            self._wait(probe.ready, "ready")
+
+    def wait_healthy(self) -> None:
+        """Until /healthz answers 200 (the app started; warm-up may still be running)."""
+        with ReconClient(self.url) as probe:
+            self._wait(probe.healthy, "healthy")
+
+    def _wait(self, check: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while not check():
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"recon serve exited with {self.process.returncode}; see {self.log_path}:\n"
+                                   + self.log_path.read_text(errors="replace")[-3000:])
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"recon serve not {what} after {self.ready_timeout:.0f} s; see {self.log_path}")
+            time.sleep(0.2)
 
     def kill(self) -> None:
         """SIGKILL the server process alone (its workers must notice and exit by themselves)."""

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/jobs.db")
     api_tokens: str = Field("", description="static bearer tokens: 'token:scope,scope;token2:scope'")
     workers: int = Field(1, ge=1, le=64, description="worker processes running jobs")
+    worker_threads: int | None = Field(None, ge=1, le=256, description="torch threads per worker process; default "
+                                                                      "the CPU cores shared out between the workers")
     queue_size: int = Field(64, ge=1, description="queued jobs accepted before submissions get 503")
     max_upload_mb: float = Field(1024.0, gt=0, description="limit on the total size of one submission")
     max_attempts: int = Field(2, ge=1, description="runs of a job before a crash marks it failed")

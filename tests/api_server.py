@@ -1,14 +1,10 @@
-"""A real ``recon serve`` in a subprocess on a free loopback port, and the tiny input files the API tests send."""
+"""The API tests' view of a real ``recon serve`` (``recon_service.local_server.LocalServer``) on a free loopback
+port, and the tiny input files they send."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,27 +13,35 @@ import h5py
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from recon_service.local_server import LocalServer
 
 # token -> scopes; names in the service are static-1, static-2, ... in this order
 TOKENS = {"submit-token": "jobs:submit,jobs:read", "read-token": "jobs:read", "review-token": "review",
           "admin-token": "admin"}
 TOKEN_NAMES = {token: f"static-{n}" for n, token in enumerate(TOKENS, start=1)}
+TOKEN_SETTING = ";".join(f"{t}:{s}" for t, s in TOKENS.items())
 
 
 @dataclass
 class Server:
-    url: str
-    data_dir: Path
-    log_path: Path
-    process: subprocess.Popen
+    """A running ``LocalServer`` with the test tokens: plain httpx clients per token, its log, its uploads."""
+
+    local: LocalServer
+
+    @property
+    def url(self) -> str:
+        return self.local.url
+
+    @property
+    def data_dir(self) -> Path:
+        return self.local.data_dir
 
     def client(self, token: str | None = None, **kw) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.local.log_path.read_text(errors="replace")
 
     def uploads(self) -> set[str]:
         """Everything under DATA_DIR/uploads, as relative paths (temp files included)."""
@@ -45,47 +49,18 @@ class Server:
         return {p.relative_to(root).as_posix() for p in root.rglob("*")} if root.exists() else set()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def run_server(tmp: Path, **settings: str) -> Iterator[Server]:
-    """Start ``recon serve`` with DATA_DIR under ``tmp`` and the test tokens; ``settings`` are extra RECON_*."""
-    data_dir = tmp / "data"
-    log_path = tmp / "server.log"
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RECON_DATA_DIR": str(data_dir),
-           "RECON_API_TOKENS": ";".join(f"{t}:{s}" for t, s in TOKENS.items()), "OMP_NUM_THREADS": "1",
-           **{f"RECON_{k.upper()}": v for k, v in settings.items()}}
-    env.pop("RECON_DATABASE_URL", None)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "recon_service.cli", "serve", "--host", "127.0.0.1",
-                                    "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", data_dir, log_path, process)
+    """Start ``recon serve`` with DATA_DIR ``tmp/data`` and the test tokens; ``settings`` are extra RECON_*
+    (``workers="2"`` -> RECON_WORKERS=2). Yields once /healthz answers, before warm-up has finished."""
+    env = {"OMP_NUM_THREADS": "1", **{f"RECON_{k.upper()}": v for k, v in settings.items()}}
+    local = LocalServer(tmp / "data", tokens=TOKEN_SETTING, env=env, ready_timeout=90)
+    local.start(wait=False)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"recon serve exited with {process.returncode}:\n{server.log()}")
-            try:
-                if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"recon serve did not answer /healthz in 90 s:\n{server.log()}")
-            time.sleep(0.2)
-        yield server
+        local.wait_healthy()
+        yield Server(local)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        local.stop(timeout=20)
 
 
 # ---------------------------------------------------------------- tiny inputs

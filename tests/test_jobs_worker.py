@@ -188,6 +188,12 @@ def test_warm_up_runs_every_default_model(tmp_path):
         warm_up(Settings(data_dir=tmp_path, providers="NoSuchExecutionProvider,Bogus"))
 
 
+def test_worker_threads_come_from_the_argument_the_setting_or_the_cores(tmp_path):
+    assert WorkerPool(Settings(data_dir=tmp_path, worker_threads=3), 2).options.threads == 3
+    assert WorkerPool(Settings(data_dir=tmp_path, worker_threads=3), 2, threads=1).options.threads == 1
+    assert WorkerPool(Settings(data_dir=tmp_path), 2).options.threads == max(1, (os.cpu_count() or 1) // 2)
+
+
 # --- a real pool ---------------------------------------------------------------------------------------------
 
 def test_pool_runs_mri_and_ct_jobs_to_results(service, pool, sources):

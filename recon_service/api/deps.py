@@ -1,8 +1,10 @@
-"""Shared FastAPI dependencies."""
+"""Shared FastAPI dependencies and query parameters."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Query, Request
 
 from recon_service.context import ServiceContext
 
@@ -10,3 +12,10 @@ from recon_service.context import ServiceContext
 def context_of(request: Request) -> ServiceContext:
     """The app's :class:`ServiceContext` (built by the lifespan)."""
     return request.app.state.context
+
+
+# Far beyond any real listing and inside the databases' integer types: SQLite refuses OFFSET values past 2**63 - 1
+# with an OverflowError, which would answer 500 instead of 422.
+MAX_OFFSET = 2**31 - 1
+
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="how many entries to skip (paging)")]

@@ -43,6 +43,8 @@ class JobOut(BaseModel):
                                               "DICOM files, overridden by the submitted 'study'")
     owner: str = Field(description="name of the token that submitted the job")
     attempts: int
+    worker: str | None = Field(None, description="the worker process running the job, or the last one that ran "
+                                                 "it (host:pid)")
     cancel_requested: bool
     created_at: datetime
     started_at: datetime | None = None
@@ -61,9 +63,9 @@ class JobOut(BaseModel):
         formats = [f for f in RESULT_FORMATS if isinstance(files.get(f), str)] if job.state == "succeeded" else []
         return cls(id=job.id, pipeline=job.pipeline, state=job.state, progress=job.progress, step=job.step,
                    error=job.error, params=job.params, study=job.study, owner=job.owner, attempts=job.attempts,
-                   cancel_requested=job.cancel_requested, created_at=job.created_at, started_at=job.started_at,
-                   finished_at=job.finished_at, results=formats, provenance=result.get("provenance"),
-                   metrics=result.get("metrics"),
+                   worker=job.worker, cancel_requested=job.cancel_requested, created_at=job.created_at,
+                   started_at=job.started_at, finished_at=job.finished_at, results=formats,
+                   provenance=result.get("provenance"), metrics=result.get("metrics"),
                    inputs=[JobInputOut(position=i.position, filename=i.filename, size=i.size, sha256=i.sha256,
                                        kind=i.kind) for i in job.inputs])
 

@@ -209,8 +209,8 @@ class WorkerPool:
 
     Call :func:`recovery.recover_jobs` before :meth:`start` (once per service start), and :meth:`stop` on
     shutdown. ``warm_up`` (default ``settings.warmup``) makes each worker load and run the shipped models
-    before it takes jobs. ``threads`` sets torch's intra-op threads per worker (default: the CPU cores
-    shared out between the workers).
+    before it takes jobs. ``threads`` sets torch's intra-op threads per worker (default
+    ``settings.worker_threads``, else the CPU cores shared out between the workers).
     """
 
     MONITOR_INTERVAL = 0.5
@@ -224,8 +224,8 @@ class WorkerPool:
         cores = os.cpu_count() or 1
         self.options = WorkerOptions(idle_sleep, progress_interval,
                                      settings.warmup if warm_up is None else warm_up,
-                                     threads or max(1, cores // self.concurrency), logging.getLogger().level
-                                     or logging.INFO)
+                                     threads or settings.worker_threads or max(1, cores // self.concurrency),
+                                     logging.getLogger().level or logging.INFO)
         self._ctx = multiprocessing.get_context("spawn")
         self._procs: list[BaseProcess | None] = [None] * self.concurrency
         self._started_at = [0.0] * self.concurrency

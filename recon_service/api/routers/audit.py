@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from recon_service.api import auditing
-from recon_service.api.deps import context_of
+from recon_service.api.deps import Offset, context_of
 from recon_service.api.errors import AUTH_ERRORS, errors
 from recon_service.api.schemas import AuditEntryOut
 from recon_service.context import ServiceContext
@@ -28,7 +28,7 @@ async def audit_entries(
     job_id: Annotated[str | None, Query(max_length=32, description="only entries about this job")] = None,
     actor: Annotated[str | None, Query(max_length=128, description="only entries of this token name")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[AuditEntryOut]:
     entries = await run_in_threadpool(context.audit.entries, job_id, actor, limit, offset)
     await auditing.record(request, "audit.read", "ok", principal, detail=f"returned {len(entries)}")

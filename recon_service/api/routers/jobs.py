@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from recon_service.api import auditing
-from recon_service.api.deps import context_of
+from recon_service.api.deps import Offset, context_of
 from recon_service.api.errors import AUTH_ERRORS, errors
 from recon_service.api.schemas import JobAccepted, JobList, JobOut
 from recon_service.api.submission import submit
@@ -93,7 +93,7 @@ async def list_jobs(
     state: Annotated[JobState | None, Query(description="only jobs in this state")] = None,
     pipeline: Annotated[str | None, Query(max_length=64, description="only jobs of this pipeline")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> JobList:
     jobs = await run_in_threadpool(context.store.list, state.value if state else None, pipeline, None, limit, offset)
     await auditing.record(request, "job.list", "ok", principal,
