@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/jobs.db")
     api_tokens: str = Field("", description="static bearer tokens: 'token:scope,scope;token2:scope'")
     workers: int = Field(1, ge=1, le=64, description="worker processes running jobs")
+    run_workers: bool = Field(True, description="start the job workers (and crash recovery) with the API; false "
+                                                "for an API-only node whose workers run elsewhere on the same "
+                                                "database (python -m recon_service.jobs.worker --recover)")
     worker_threads: int | None = Field(None, ge=1, le=256, description="torch threads per worker process; default "
                                                                       "the CPU cores shared out between the workers")
     queue_size: int = Field(64, ge=1, description="queued jobs accepted before submissions get 503")

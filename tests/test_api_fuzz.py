@@ -35,7 +35,8 @@ ADMIN = {"Authorization": "Bearer admin-token"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     # small upload limit: generated bodies also probe the 413 path; no warm-up, it is not needed here
-    with run_server(tmp_path_factory.mktemp("api-fuzz"), warmup="false", max_upload_mb="0.05") as srv:
+    with run_server(tmp_path_factory.mktemp("api-fuzz"), warmup="false", max_upload_mb="0.05",
+                    run_workers="false") as srv:
         with srv.client("admin-token") as admin:  # a real job, so listings and audit entries are not empty
             r = admin.post("/v1/jobs", data={"pipeline": "ct-fbp"},
                            files=[("file", ("x.h5", _sinogram(tmp_path_factory.mktemp("in"))))])

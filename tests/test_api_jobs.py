@@ -1,7 +1,7 @@
 """Jobs over real HTTP: submit, status, list, idempotency, cancel, results, health, readiness, metrics.
 
-One ``recon serve`` subprocess per module. Its worker warms the models up before it takes jobs, so jobs
-submitted in the first seconds stay queued; the jobs' runs are tested in test_service_e2e.py.
+One ``recon serve`` subprocess per module, an API-only node (RECON_RUN_WORKERS=false), so submitted jobs stay
+queued; the jobs' runs are tested in test_service_e2e.py.
 """
 
 import hashlib
@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with run_server(tmp_path_factory.mktemp("api-jobs"), max_upload_mb="0.25") as srv:
+    with run_server(tmp_path_factory.mktemp("api-jobs"), max_upload_mb="0.25", run_workers="false") as srv:
         yield srv
 
 
@@ -173,7 +173,8 @@ def test_health_ready_and_metrics(server, submitter, files):
 
 
 def test_full_queue_answers_503_with_retry_after(tmp_path, files):
-    with run_server(tmp_path, queue_size="1", warmup="false") as srv, srv.client("submit-token") as client:
+    with run_server(tmp_path, queue_size="1", warmup="false", run_workers="false") as srv, \
+            srv.client("submit-token") as client:
         assert srv.client().get("/readyz").json()["status"] == "disabled"
         assert submit(client, files["ct"], "ct-fbp").status_code == 202
         before = srv.uploads()

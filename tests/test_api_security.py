@@ -22,7 +22,7 @@ PATIENT_ID = "PID-99871234"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with run_server(tmp_path_factory.mktemp("api-security"), warmup="false") as srv:
+    with run_server(tmp_path_factory.mktemp("api-security"), warmup="false", run_workers="false") as srv:
         yield srv
 
 

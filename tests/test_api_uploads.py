@@ -13,7 +13,8 @@ LIMIT_MB = 0.25
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with run_server(tmp_path_factory.mktemp("api-uploads"), max_upload_mb=str(LIMIT_MB), warmup="false") as srv:
+    with run_server(tmp_path_factory.mktemp("api-uploads"), max_upload_mb=str(LIMIT_MB), warmup="false",
+                    run_workers="false") as srv:
         yield srv
 
 

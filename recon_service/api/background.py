@@ -36,6 +36,9 @@ class BackgroundHandle:
 
 def start_background(context: ServiceContext) -> BackgroundHandle:
     """Account for the jobs a previous run left behind (re-queue or fail them), then start the workers."""
+    if not context.settings.run_workers:
+        LOG.info("API-only node (RECON_RUN_WORKERS=false): no job workers and no crash recovery in this process")
+        return BackgroundHandle()
     from recon_service.jobs.recovery import recover_jobs
     from recon_service.jobs.worker import WorkerPool
 

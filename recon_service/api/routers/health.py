@@ -26,7 +26,7 @@ async def readyz(request: Request) -> JSONResponse:
     report = request.app.state.warmup.report()
     background = request.app.state.background
     workers = 0 if background is None else await run_in_threadpool(background.workers_alive)
-    if report.ready and workers == 0:
+    if report.ready and workers == 0 and request.app.state.settings.run_workers:
         report = report.model_copy(update={"ready": False, "status": "no workers",
                                            "detail": "no job worker process is running"})
     return JSONResponse(report.model_dump(), status_code=200 if report.ready else 503)
