@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import ismrmrd
 import numpy as np
 
 from models.physics.ct import parallel_beam
@@ -19,6 +20,7 @@ from models.physics.ct.projector import CTProjector
 from models.physics.mri.masks import equispaced_column_mask
 from pipelines.data import CTAcquisition, MRIAcquisition
 from pipelines.io.fastmri import write_fastmri
+from pipelines.io.mrd_header import make_ismrmrd_header
 from pipelines.io.sinogram import default_affine, write_sinogram
 from recon_service.jobs.store import JobRecord, JobState, JobStore, NewInput
 
@@ -119,3 +121,17 @@ def sirt_iterations_for(seconds: float, source: Path) -> int:
     finally:
         torch.set_num_threads(threads)
     return max(300, int(seconds / per_iteration))
+
+
+def write_ismrmrd(path: Path, group: str = "dataset", ny: int = 6, nx: int = 8, coils: int = 2) -> Path:
+    """A tiny fully sampled ISMRMRD file: line ky holds the value ky + 1 in every coil and sample."""
+    dset = ismrmrd.Dataset(str(path), group, create_if_needed=True)
+    try:
+        dset.write_xml_header(make_ismrmrd_header((nx, ny), (nx, ny), (80.0, 60.0, 3.0)))
+        for ky in range(ny):
+            acq = ismrmrd.Acquisition.from_array(np.full((coils, nx), ky + 1, np.complex64), center_sample=nx // 2)
+            acq.idx.kspace_encode_step_1 = ky
+            dset.append_acquisition(acq)
+    finally:
+        dset.close()
+    return path

@@ -1,31 +1,17 @@
 import h5py
-import ismrmrd
 import numpy as np
 import pytest
+from job_inputs import write_ismrmrd
 
 from pipelines.data import CTAcquisition, InputError, MRIAcquisition
 from pipelines.io.detect import load_acquisition
 from pipelines.io.fastmri import read_fastmri, write_fastmri
-from pipelines.io.mrd_header import make_ismrmrd_header
 
 
 def _fastmri(tmp_path):
     rng = np.random.default_rng(0)
     kspace = (rng.standard_normal((3, 2, 8, 6)) + 1j * rng.standard_normal((3, 2, 8, 6))).astype(np.complex64)
     return write_fastmri(tmp_path / "f.h5", MRIAcquisition(kspace=kspace)), kspace
-
-
-def _ismrmrd(path, group="dataset", ny=6, nx=8, coils=2):
-    dset = ismrmrd.Dataset(str(path), group, create_if_needed=True)
-    try:
-        dset.write_xml_header(make_ismrmrd_header((nx, ny), (nx, ny), (80.0, 60.0, 3.0)))
-        for ky in range(ny):
-            acq = ismrmrd.Acquisition.from_array(np.full((coils, nx), ky + 1, np.complex64), center_sample=nx // 2)
-            acq.idx.kspace_encode_step_1 = ky
-            dset.append_acquisition(acq)
-    finally:
-        dset.close()
-    return path
 
 
 def test_fastmri_files_go_to_the_fastmri_reader_with_options(tmp_path):
@@ -38,7 +24,7 @@ def test_fastmri_files_go_to_the_fastmri_reader_with_options(tmp_path):
 
 @pytest.mark.parametrize("group", ["dataset", "scan_1"])
 def test_ismrmrd_files_go_to_the_ismrmrd_reader(tmp_path, group):
-    path = _ismrmrd(tmp_path / "raw.h5", group)
+    path = write_ismrmrd(tmp_path / "raw.h5", group)
     acq = load_acquisition(path)
     assert isinstance(acq, MRIAcquisition) and acq.kspace.shape == (1, 2, 8, 6)
     assert acq.attrs["acquisition"] == "ismrmrd" and acq.attrs["dataset"] == group

@@ -3,29 +3,14 @@
 import shutil
 
 import h5py
-import ismrmrd
-import numpy as np
 import pytest
 from api_server import copy_dicom, write_fastmri_file, write_sinogram_file, write_unknown_hdf5
+from job_inputs import write_ismrmrd
 
 from pipelines.data import InputError
-from pipelines.io.mrd_header import make_ismrmrd_header
 from recon_service.jobs.catalog import get_pipeline
 from recon_service.jobs.inputs import RejectedInput, check_submission, detect_kind, read_dicom_study
 from recon_service.storage import UploadArea
-
-
-def _ismrmrd(path, ny=6, nx=8, coils=2):
-    dset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
-    try:
-        dset.write_xml_header(make_ismrmrd_header((nx, ny), (nx, ny), (80.0, 60.0, 3.0)))
-        for ky in range(ny):
-            acq = ismrmrd.Acquisition.from_array(np.full((coils, nx), ky + 1, np.complex64), center_sample=nx // 2)
-            acq.idx.kspace_encode_step_1 = ky
-            dset.append_acquisition(acq)
-    finally:
-        dset.close()
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +18,7 @@ def files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("inputs")
     text = tmp / "notes.h5"
     text.write_text("not hdf5")
-    return {"fastmri": write_fastmri_file(tmp / "a.bin"), "ismrmrd": _ismrmrd(tmp / "raw.dat"),
+    return {"fastmri": write_fastmri_file(tmp / "a.bin"), "ismrmrd": write_ismrmrd(tmp / "raw.dat"),
             "sinogram": write_sinogram_file(tmp / "s.h5"), "dicom": copy_dicom(tmp / "x.h5"),
             "unknown": write_unknown_hdf5(tmp / "u.h5"), "text": text}
 
