@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import zipfile
 
 import h5py
@@ -198,6 +199,10 @@ def test_worker_threads_come_from_the_argument_the_setting_or_the_cores(tmp_path
 
 def test_pool_runs_mri_and_ct_jobs_to_results(service, pool, sources):
     data_dir = service.settings.data_dir
+    deadline = time.monotonic() + 60
+    while pool.ready() < 2:  # /readyz waits for this: workers started and warmed up
+        assert time.monotonic() < deadline, f"{pool.ready()} of 2 workers ready after 60 s"
+        time.sleep(0.1)
     jobs = {name: submit(service.store, data_dir, name, [(sources[src], f"{src}.h5", kind)])
             for name, src, kind in [("mri-zero-filled", "mri", "fastmri"), ("mri-cg-sense", "mri", "fastmri"),
                                     ("ct-fbp", "ct", "sinogram")]}

@@ -28,6 +28,10 @@ class BackgroundHandle:
     def workers_alive(self) -> int:
         return 0 if self.pool is None else self.pool.alive()
 
+    def workers_ready(self) -> int:
+        """Workers running and warmed up."""
+        return 0 if self.pool is None else self.pool.ready()
+
     def stop(self) -> None:
         if self.pool is not None:
             self.pool.stop()

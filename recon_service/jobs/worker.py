@@ -35,6 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -158,8 +159,10 @@ def _configure_logging(level: int) -> None:
     root.setLevel(level)
 
 
-def worker_main(settings: Settings, parent_pid: int, use_pdeathsig: bool, options: WorkerOptions) -> None:
-    """Entry point of one worker process (spawned by :class:`WorkerPool`)."""
+def worker_main(settings: Settings, parent_pid: int, use_pdeathsig: bool, options: WorkerOptions,
+                ready: Any | None = None) -> None:
+    """Entry point of one worker process (spawned by :class:`WorkerPool`); sets ``ready`` (an Event) once
+    warmed up and taking jobs."""
     _die_with_parent(parent_pid, use_pdeathsig)
     stopping = False
 
@@ -186,6 +189,8 @@ def worker_main(settings: Settings, parent_pid: int, use_pdeathsig: bool, option
         except WarmUpError as err:
             LOG.error("warm-up failed: %s", err)  # jobs of that model will fail with the reason
     LOG.info("worker %s ready", me)
+    if ready is not None:
+        ready.set()
     while not stopping:
         try:
             job = context.store.claim_next(me)
@@ -228,6 +233,7 @@ class WorkerPool:
                                      logging.getLogger().level or logging.INFO)
         self._ctx = multiprocessing.get_context("spawn")
         self._procs: list[BaseProcess | None] = [None] * self.concurrency
+        self._ready: list[Any] = [None] * self.concurrency
         self._started_at = [0.0] * self.concurrency
         self._restarts = [0] * self.concurrency
         self._lock = threading.Lock()
@@ -276,6 +282,7 @@ class WorkerPool:
                     proc.kill()
                     proc.join(5)
             self._procs = [None] * self.concurrency
+            self._ready = [None] * self.concurrency
         if self._store is not None:
             self._store.engine.dispose()
             self._store = None
@@ -289,6 +296,12 @@ class WorkerPool:
         with self._lock:
             return sum(1 for p in self._procs if p is not None and p.is_alive())
 
+    def ready(self) -> int:
+        """How many worker processes are running and have warmed up (they take jobs)."""
+        with self._lock:
+            return sum(1 for p, event in zip(self._procs, self._ready, strict=True)
+                       if p is not None and p.is_alive() and event is not None and event.is_set())
+
     def pids(self) -> list[int]:
         with self._lock:
             return [p.pid for p in self._procs if p is not None and p.pid is not None and p.is_alive()]
@@ -301,10 +314,12 @@ class WorkerPool:
 
     def _spawn(self, slot: int) -> None:
         use_pdeathsig = threading.current_thread() is threading.main_thread()
+        ready = self._ctx.Event()
         proc = self._ctx.Process(target=worker_main, name=f"recon-worker-{slot}", daemon=True,
-                                 args=(self.settings, os.getpid(), use_pdeathsig, self.options))
+                                 args=(self.settings, os.getpid(), use_pdeathsig, self.options, ready))
         proc.start()
         self._procs[slot] = proc
+        self._ready[slot] = ready
         self._started_at[slot] = time.monotonic()
         LOG.info("started worker %d (pid %d)", slot, proc.pid)
 

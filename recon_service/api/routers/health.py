@@ -19,16 +19,20 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, summary="Readiness",
-            description="200 once the shipped models are loaded and have run once (warm-up) and job workers "
-                        "are running; 503 before that, when warm-up failed, or with no live worker, with the reason.",
+            description="200 once the shipped models are loaded and have run once (warm-up), here and in at "
+                        "least one job worker; 503 before that, when warm-up failed, or with no live worker, "
+                        "with the reason.",
             responses={503: {"model": Readiness, "description": "Not ready yet, or warm-up failed."}})
 async def readyz(request: Request) -> JSONResponse:
     report = request.app.state.warmup.report()
     background = request.app.state.background
-    workers = 0 if background is None else await run_in_threadpool(background.workers_alive)
-    if report.ready and workers == 0 and request.app.state.settings.run_workers:
-        report = report.model_copy(update={"ready": False, "status": "no workers",
-                                           "detail": "no job worker process is running"})
+    if report.ready and request.app.state.settings.run_workers:
+        alive, ready = (0, 0) if background is None else await run_in_threadpool(
+            lambda: (background.workers_alive(), background.workers_ready()))
+        if ready == 0:
+            report = report.model_copy(update={
+                "ready": False, "status": "workers warming up" if alive else "no workers",
+                "detail": "the job workers are loading the models" if alive else "no job worker process runs"})
     return JSONResponse(report.model_dump(), status_code=200 if report.ready else 503)
 
 
