@@ -59,6 +59,7 @@ class TrainConfig:
     val_max_files: int | None = 4
     seed: int = 0
     threads: int | None = None
+    init_from: str | None = None  # start from these weights (a zoo model id or a state-dict file): fine-tuning
 
 
 class TrainingSlices:
@@ -120,6 +121,29 @@ def validate(model: torch.nn.Module, directory: str | Path, max_files: int | Non
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
+def initial_weights(model: torch.nn.Module, source: str) -> None:
+    """Load the starting weights for fine-tuning: a zoo model id (checksum verified against its card) or a
+    ``.pt`` state-dict file; the architecture must match."""
+    from pipelines.zoo import ModelError, load_card, load_model
+
+    if Path(source).is_file():
+        try:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+            model.load_state_dict(state, strict=True)
+        except Exception as err:
+            raise ModelError(f"{source}: cannot start from these weights: {str(err).splitlines()[0]}") from err
+        return
+    card = load_card(source)
+    shipped, _ = load_model(source)
+    if type(shipped) is not type(model):
+        raise ModelError(f"model {source!r} is a {card['kind']}, not the network being trained")
+    try:
+        model.load_state_dict(shipped.state_dict(), strict=True)
+    except RuntimeError as err:
+        raise ModelError(f"model {source!r} ({card['kind']}, {card['config']}) does not fit the configuration "
+                         f"being trained: {str(err).splitlines()[0]}") from err
+
+
 def _save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
@@ -160,6 +184,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["step"])
+    elif cfg.init_from:
+        initial_weights(model, cfg.init_from)
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "parameters": count_parameters(model)}, indent=2))
     log_path = out / "log.csv"
     new_log = not (resume and log_path.exists())

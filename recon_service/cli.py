@@ -201,7 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     overrides.setdefault("model_config", dict(SMALL_CONFIGS[args.model]))
     cfg = TrainConfig(model=args.model, **overrides)
-    for name in ("data", "val_data", "steps", "seed", "threads"):
+    for name in ("data", "val_data", "steps", "seed", "threads", "init_from"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
@@ -405,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=int, help="optimiser steps (default 2000)")
     tr.add_argument("--seed", type=int, help="seed for weights, masks and slice order (default 0)")
     tr.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    tr.add_argument("--init", dest="init_from", metavar="MODEL_ID|WEIGHTS",
+                    help="fine-tune: start from a shipped model (e.g. recurrentvarnet-brain-sim) or a model.pt")
     tr.add_argument("--out", required=True, help="run directory: checkpoint, log.csv, val.jsonl, model.pt")
     tr.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     tr.set_defaults(func=cmd_train)

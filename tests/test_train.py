@@ -72,3 +72,32 @@ def test_training_refuses_bad_data(dataset, tmp_path):
     with pytest.raises(ValueError, match="another model configuration"):
         train(TrainConfig(model="rim", model_config={**TINY, "hidden_channels": 6}, data=str(dataset / "train"),
                           val_data=None, steps=3), tmp_path / "r3", resume=True)
+
+
+def test_fine_tuning_starts_from_given_weights(dataset, tmp_path):
+    from pipelines.train import SMALL_CONFIGS
+    from pipelines.zoo import ModelError, load_model
+
+    start = train(_cfg(dataset, 2), tmp_path / "start")
+    same = train(TrainConfig(**{**vars(_cfg(dataset, 0)), "init_from": str(start)}), tmp_path / "same")
+    a, b = torch.load(start, weights_only=True), torch.load(same, weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # zero steps: exactly the starting weights
+
+    tuned = torch.load(train(TrainConfig(**{**vars(_cfg(dataset, 2)), "init_from": str(start)}), tmp_path / "tuned"),
+                       weights_only=True)
+    scratch = torch.load(train(_cfg(dataset, 2), tmp_path / "scratch"), weights_only=True)
+    assert any(not torch.equal(tuned[k], scratch[k]) for k in tuned)
+
+    # a shipped model by id: its verified weights are the starting point
+    zoo_cfg = TrainConfig(model="rim", model_config=dict(SMALL_CONFIGS["rim"]), data=str(dataset / "train"),
+                          val_data=None, steps=0, init_from="rim-brain-sim")
+    shipped, _ = load_model("rim-brain-sim")
+    got = torch.load(train(zoo_cfg, tmp_path / "zoo"), weights_only=True)
+    assert all(torch.equal(got[k], v) for k, v in shipped.state_dict().items())
+
+    with pytest.raises(ModelError, match="does not fit"):
+        train(TrainConfig(**{**vars(_cfg(dataset, 1)), "init_from": "rim-brain-sim"}), tmp_path / "bad")
+    with pytest.raises(ModelError, match="not the network being trained"):
+        train(TrainConfig(**{**vars(_cfg(dataset, 1)), "init_from": "recurrentvarnet-brain-sim"}), tmp_path / "bad2")
+    with pytest.raises(ModelError, match="unknown model id"):
+        train(TrainConfig(**{**vars(_cfg(dataset, 1)), "init_from": "no-such-model"}), tmp_path / "bad3")
