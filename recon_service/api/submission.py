@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from pipelines.reconstructors import check_params as check_method_params
 from recon_service.api.uploads import FormError, FormReceiver
 from recon_service.context import ServiceContext
 from recon_service.jobs.catalog import PipelineInfo, get_pipeline
@@ -40,11 +41,11 @@ def parse_json_object(text: str | None, name: str) -> dict[str, Any]:
 
 
 def check_params(pipeline: PipelineInfo, params: dict[str, Any]) -> None:
-    unknown = sorted(set(params) - set(pipeline.defaults))
-    if unknown:
-        known = ", ".join(sorted(pipeline.defaults)) or "none"
-        raise HTTPException(422, f"unknown params for pipeline {pipeline.name!r}: {', '.join(unknown)}; "
-                                 f"accepted: {known}")
+    """Refuse params the pipeline's method does not declare (422, naming them and the accepted ones)."""
+    try:
+        check_method_params(f"pipeline {pipeline.name!r}", params, pipeline.defaults)
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from err
 
 
 def pipeline_of(name: str | None) -> PipelineInfo:
