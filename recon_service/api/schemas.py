@@ -106,18 +106,6 @@ class ModelCard(BaseModel):
     engines: dict[str, Any] | None = None
 
 
-class AuditEntryOut(BaseModel):
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    outcome: str
-    job_id: str | None
-    study_uid: str | None
-    client: str | None
-    detail: str | None
-
-
 class Health(BaseModel):
     status: str
 
