@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     queue_size: int = Field(64, ge=1, description="queued jobs accepted before submissions get 503")
     max_upload_mb: float = Field(1024.0, gt=0, description="limit on the total size of one submission")
     max_attempts: int = Field(2, ge=1, description="runs of a job before a crash marks it failed")
+    job_stall_s: float = Field(900.0, ge=0, description="a running job that reports no progress for this long has "
+                                                        "a hung worker: it is killed and the job re-queued (0: never)")
     providers: str = Field("", description="ONNX Runtime provider preference, comma separated; default "
                                            "TensorRT > CUDA > CPU, whichever is available")
     warmup: bool = Field(True, description="load and run the shipped models once before /readyz says ready")

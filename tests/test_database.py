@@ -6,10 +6,12 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, text, update
+from sqlalchemy.orm import Session
 
 from recon_service.db import make_engine, upgrade_to_head
 from recon_service.db.migrate import current_revision, downgrade_to, head_revision
+from recon_service.db.schema import Job
 from recon_service.jobs.store import JobConflict, JobState, JobStore, NewInput, QueueFull
 
 TABLES = {"jobs", "job_inputs", "api_tokens", "audit_events"}
@@ -126,6 +128,23 @@ def test_job_store_recover_after_crash(db_engine):
     assert "missing or corrupt" in store.get(lost_input.id).error
     assert store.get(ids[3]).state is JobState.QUEUED  # never started: untouched
     assert store.claim_next("w2").id == retry  # re-queued work keeps its place (created first)
+
+
+def test_job_store_finds_stalled_jobs_by_heartbeat_age(db_engine):
+    store = JobStore(db_engine)
+    quiet, busy, other = (store.create("mri-zero-filled", [_input()], owner="alice")[0].id for _ in range(3))
+    store.claim_next("w:1")
+    store.claim_next("w:2")
+    store.claim_next("w:3")
+    with Session(db_engine) as session:  # quiet and other last beat ten minutes ago
+        session.execute(update(Job).where(Job.id.in_([quiet, other]))
+                        .values(heartbeat_at=datetime.now(UTC) - timedelta(minutes=10)))
+        session.commit()
+    store.set_progress(busy, 0.5, "reconstructing")
+    assert [j.id for j in store.stalled(["w:1", "w:2"], 300)] == [quiet]  # w:3 belongs to another pool
+    assert store.stalled(["w:1", "w:2"], 3600) == [] and store.stalled([], 0) == []
+    outcome = store.recover_worker("w:1", max_attempts=1, cause="the worker running this job hung")
+    assert outcome == [(quiet, "failed")] and "hung 1 times" in store.get(quiet).error
 
 
 def test_claim_next_race_gives_each_job_to_one_worker(database_url):

@@ -279,3 +279,28 @@ def test_pool_replaces_a_killed_worker_and_requeues_its_job(service, pool, sourc
     assert ended.state == JobState.SUCCEEDED and ended.attempts == 2
     assert victim not in pool.pids()
     wait_for(service.store, job.id, lambda _: pool.alive() == 2, timeout=30)
+
+
+def test_pool_kills_a_hung_worker_and_settles_its_job(tmp_path, sources):
+    context = ServiceContext.create(Settings(data_dir=tmp_path, providers="CPUExecutionProvider", warmup=False,
+                                             max_attempts=1, job_stall_s=3.0))
+    hung_pool = WorkerPool(context.settings, 1, idle_sleep=0.05, progress_interval=0.1, threads=1)
+    hung_pool.start()
+    try:
+        first = submit(context.store, tmp_path, "ct-fbp", [(sources["ct"], "chest.h5", "sinogram")])
+        assert wait_for(context.store, first.id, finished, timeout=60).state == JobState.SUCCEEDED  # imports done
+        job = submit(context.store, tmp_path, "ct-sirt", [(sources["ct"], "chest.h5", "sinogram")],
+                     {"iterations": sirt_iterations_for(10.0, sources["ct"])})
+        running = wait_for(context.store, job.id, lambda j: j.state == JobState.RUNNING and j.progress > 0.05,
+                           timeout=60)
+        victim = int(running.worker.split(":")[1])
+        os.kill(victim, signal.SIGSTOP)  # alive but making no progress, as a deadlocked worker
+        ended = wait_for(context.store, job.id, finished, timeout=30)
+        assert ended.state == JobState.FAILED and "hung (no progress for 3 s)" in ended.error
+        wait_for(context.store, job.id, lambda _: hung_pool.alive() == 1 and victim not in hung_pool.pids(),
+                 timeout=30)
+        after = submit(context.store, tmp_path, "ct-fbp", [(sources["ct"], "chest.h5", "sinogram")])
+        assert wait_for(context.store, after.id, finished, timeout=60).state == JobState.SUCCEEDED
+    finally:
+        hung_pool.stop(timeout=10)
+        context.engine.dispose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -270,14 +270,25 @@ class JobStore:
             session.commit()
         return outcomes
 
-    def recover_worker(self, worker: str, max_attempts: int) -> list[tuple[str, str]]:
+    def stalled(self, workers: list[str], seconds: float) -> list[JobRecord]:
+        """Running jobs of these workers whose last heartbeat (claim or progress) is older than ``seconds``."""
+        if not workers:
+            return []
+        limit = utcnow() - timedelta(seconds=seconds)
+        with self._session() as session:
+            jobs = session.scalars(select(Job).where(Job.state == JobState.RUNNING.value, Job.worker.in_(workers),
+                                                     Job.heartbeat_at < limit)).all()
+            return [JobRecord.of(j) for j in jobs]
+
+    def recover_worker(self, worker: str, max_attempts: int, cause: str = "the worker process running this job died"
+                       ) -> list[tuple[str, str]]:
         """Account for the running jobs of one worker process that died while the service kept running
         (killed for memory, crashed): re-queued while runs are left, failed with the reason otherwise."""
         outcomes = []
         with self._session() as session:
             for job in session.scalars(select(Job).where(Job.state == JobState.RUNNING.value,
                                                          Job.worker == worker)).all():
-                _settle_interrupted(job, max_attempts, False, "the worker process running this job died")
+                _settle_interrupted(job, max_attempts, False, cause)
                 outcomes.append((job.id, job.state))
             session.commit()
         return outcomes

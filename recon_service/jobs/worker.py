@@ -15,6 +15,8 @@ Lifetime rules:
   recovery re-queues it (that run counts as an attempt).
 * A worker that dies while the pool runs (out of memory, a crash in native code) is replaced; its job is
   re-queued, or failed once it has used ``max_attempts`` runs (``JobStore.recover_worker``).
+* A worker whose job reports no progress for ``settings.job_stall_s`` seconds is taken as hung (a deadlock,
+  a stuck device call): the pool kills it, and it is replaced and its job settled as for a worker that died.
 * SIGINT is ignored by workers: Ctrl-C in a terminal reaches the whole process group, and the server
   decides how to stop.
 """
@@ -70,6 +72,17 @@ def _die_with_parent(parent_pid: int, use_pdeathsig: bool) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _preload() -> None:
+    """Import the runner, readers and every method before taking jobs, so no job pays for (or, to the stall
+    watchdog, looks hung during) the imports."""
+    import pipelines.io.detect  # noqa: F401
+    import pipelines.pipeline  # noqa: F401
+    import recon_service.jobs.runner  # noqa: F401
+    from pipelines.reconstructors import available
+
+    available()
 
 
 class ProgressReporter:
@@ -181,6 +194,7 @@ def worker_main(settings: Settings, parent_pid: int, use_pdeathsig: bool, option
 
     context = ServiceContext.create(settings, migrate=False)
     me = worker_id()
+    _preload()
     if options.warm_up:
         from recon_service.jobs.warmup import WarmUpError, warm_up
 
@@ -219,6 +233,7 @@ class WorkerPool:
     """
 
     MONITOR_INTERVAL = 0.5
+    STALL_CHECK_INTERVAL = 1.0
 
     def __init__(self, settings: Settings, concurrency: int | None = None, *, idle_sleep: float = 0.2,
                  progress_interval: float = 0.25, warm_up: bool | None = None, threads: int | None = None):
@@ -236,6 +251,7 @@ class WorkerPool:
         self._ready: list[Any] = [None] * self.concurrency
         self._started_at = [0.0] * self.concurrency
         self._restarts = [0] * self.concurrency
+        self._hung: set[int] = set()  # pids killed for a stalled job
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -332,17 +348,44 @@ class WorkerPool:
         return self._store
 
     def _watch(self) -> None:
+        last_stall_check = time.monotonic()
         while not self._stopping.wait(self.MONITOR_INTERVAL):
+            if self.settings.job_stall_s and time.monotonic() - last_stall_check >= self.STALL_CHECK_INTERVAL:
+                last_stall_check = time.monotonic()
+                self._kill_hung_workers()
             with self._lock:
                 dead = [(slot, p) for slot, p in enumerate(self._procs) if p is not None and not p.is_alive()]
             for slot, proc in dead:
                 self._replace(slot, proc)
 
+    def _kill_hung_workers(self) -> None:
+        host = socket.gethostname()
+        with self._lock:
+            by_id = {f"{host}:{p.pid}": p for p in self._procs if p is not None and p.is_alive()}
+        try:
+            stalled = self._job_store().stalled(list(by_id), self.settings.job_stall_s)
+        except SQLAlchemyError as err:
+            LOG.warning("stall check skipped: job store unreachable (%s)", type(err).__name__)
+            return
+        for job in stalled:
+            proc = by_id[job.worker]
+            LOG.error("job %s: no progress for %.0f s; killing its hung worker (pid %d)", job.id,
+                      self.settings.job_stall_s, proc.pid)
+            self._hung.add(proc.pid)
+            proc.kill()
+            proc.join(5)
+
     def _replace(self, slot: int, proc: BaseProcess) -> None:
         dead_id = f"{socket.gethostname()}:{proc.pid}"
-        LOG.error("worker %d (pid %d) died with exit code %s", slot, proc.pid, proc.exitcode)
+        hung = proc.pid in self._hung
+        self._hung.discard(proc.pid)
+        if hung:
+            cause = f"the worker running this job hung (no progress for {self.settings.job_stall_s:.0f} s)"
+        else:
+            cause = "the worker process running this job died"
+            LOG.error("worker %d (pid %d) died with exit code %s", slot, proc.pid, proc.exitcode)
         try:
-            for job_id, state in self._job_store().recover_worker(dead_id, self.settings.max_attempts):
+            for job_id, state in self._job_store().recover_worker(dead_id, self.settings.max_attempts, cause):
                 LOG.warning("job %s of the dead worker: %s", job_id, state)
         except SQLAlchemyError as err:
             LOG.error("could not settle the jobs of worker %s (%s); recovery at the next start will",
