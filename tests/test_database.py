@@ -52,6 +52,34 @@ def test_migrations_from_empty_idempotent_and_reversible(database_url):
         engine.dispose()
 
 
+def test_run_seconds_migration_backfills_and_reverts_without_losing_jobs(database_url):
+    engine = make_engine(database_url)
+    try:
+        upgrade_to_head(engine)
+        store = JobStore(engine)
+        job, _ = store.create("mri-zero-filled", [_input()], owner="alice")
+        store.claim_next("w:1")
+        done = store.finish(job.id, JobState.SUCCEEDED, result={})
+        with Session(engine) as session:
+            assert session.get(Job, job.id).run_seconds == pytest.approx(
+                (done.finished_at - done.started_at).total_seconds(), abs=1e-3)
+
+        assert downgrade_to(engine, "0001") == "0001"
+        assert "run_seconds" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+        start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        with engine.begin() as conn:  # a job finished under 0001: 75 s from start to end
+            conn.execute(text("UPDATE jobs SET started_at = :s, finished_at = :f"),
+                         {"s": start, "f": start + timedelta(seconds=75)})
+            assert conn.execute(text("SELECT count(*) FROM job_inputs")).scalar() == 1
+
+        upgrade_to_head(engine)
+        with Session(engine) as session:
+            assert session.get(Job, job.id).run_seconds == pytest.approx(75.0)
+        assert store.get(job.id).state is JobState.SUCCEEDED and len(store.get(job.id).inputs) == 1
+    finally:
+        engine.dispose()
+
+
 def test_job_store_create_read_cancel(db_engine):
     store = JobStore(db_engine)
     params = {"lam": 0.01, "maps": "espirit", "nested": {"iters": [1, 2, 3]}}
@@ -212,3 +240,30 @@ def test_concurrent_submissions_with_one_idempotency_key_make_one_job(database_u
     assert not errors, errors
     assert len({job_id for job_id, _ in results}) == 1
     assert sum(created for _, created in results) == 1
+
+
+def test_job_duration_histogram_is_aggregated_by_the_database(db_engine):
+    from recon_service.api.metrics import DURATION_BUCKETS, ServiceCollector
+
+    store = JobStore(db_engine)
+    runs = {"succeeded": [0.2, 3.0, 45.0], "failed": [700.0]}
+    for state, durations in runs.items():
+        for seconds in durations:
+            job, _ = store.create("ct-fbp", [_input()], owner="alice")
+            store.claim_next("w:1")
+            store.finish(job.id, JobState(state))
+            with Session(db_engine) as session:
+                session.execute(update(Job).where(Job.id == job.id).values(run_seconds=seconds))
+                session.commit()
+    store.create("ct-fbp", [_input()], owner="alice")  # queued: not in the histogram
+
+    family = ServiceCollector._durations(db_engine)
+    samples = {(s.name, s.labels["state"], s.labels.get("le")): s.value for s in family.samples}
+    for state, durations in runs.items():
+        for bound in DURATION_BUCKETS:
+            expected = sum(d <= bound for d in durations)
+            assert samples[("recon_job_duration_seconds_bucket", state, str(float(bound)))] == expected
+        assert samples[("recon_job_duration_seconds_bucket", state, "+Inf")] == len(durations)
+        assert samples[("recon_job_duration_seconds_count", state, None)] == len(durations)
+        assert samples[("recon_job_duration_seconds_sum", state, None)] == pytest.approx(sum(durations))
+    assert {s.labels["state"] for s in family.samples} == {"succeeded", "failed"}

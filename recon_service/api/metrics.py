@@ -7,13 +7,12 @@ process (API or worker) changed a job; HTTP request counts are counted in this p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,12 +20,6 @@ from recon_service.db.schema import Job
 from recon_service.jobs.store import FINAL_STATES
 
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-
-
-def _seconds(started: datetime, finished: datetime) -> float:
-    # SQLite gives naive datetimes, PostgreSQL aware ones; both are UTC
-    started, finished = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (started, finished))
-    return max((finished - started).total_seconds(), 0.0)
 
 
 class ServiceCollector(Collector):
@@ -55,17 +48,15 @@ class ServiceCollector(Collector):
     def _durations(engine) -> HistogramMetricFamily:
         family = HistogramMetricFamily("recon_job_duration_seconds", "Run time of finished jobs (start to end)",
                                        labels=["state"])
-        query = select(Job.state, Job.started_at, Job.finished_at).where(
-            Job.state.in_([s.value for s in FINAL_STATES]), Job.started_at.is_not(None),
-            Job.finished_at.is_not(None))
-        by_state: dict[str, list[float]] = {}
-        with Session(engine) as session:
-            for state, started, finished in session.execute(query):
-                by_state.setdefault(state, []).append(_seconds(started, finished))
-        for state, seconds in sorted(by_state.items()):
-            buckets = [(str(float(b)), sum(1 for s in seconds if s <= b)) for b in DURATION_BUCKETS]
-            buckets.append(("+Inf", len(seconds)))
-            family.add_metric([state], buckets, sum(seconds))
+        seconds = Job.run_seconds
+        below = [func.sum(case((seconds <= b, 1), else_=0)) for b in DURATION_BUCKETS]
+        query = (select(Job.state, func.count(), func.sum(seconds), *below)
+                 .where(Job.state.in_([s.value for s in FINAL_STATES]), seconds.is_not(None))
+                 .group_by(Job.state).order_by(Job.state))
+        with Session(engine) as session:  # one aggregate row per state, however many jobs are stored
+            for state, count, total, *counts in session.execute(query):
+                buckets = [(str(float(b)), int(n)) for b, n in zip(DURATION_BUCKETS, counts, strict=True)]
+                family.add_metric([state], [*buckets, ("+Inf", int(count))], float(total))
         return family
 
 

@@ -57,6 +57,7 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    run_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # start to end, once finished
 
     inputs: Mapped[list[JobInput]] = relationship(back_populates="job", cascade="all, delete-orphan",
                                                   order_by="JobInput.position")

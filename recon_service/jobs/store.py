@@ -221,7 +221,10 @@ class JobStore:
         if state not in FINAL_STATES:
             raise ValueError(f"{state} is not a final state")
         with self._session() as session:
-            values: dict[str, Any] = dict(state=state.value, error=error, finished_at=utcnow(), result=result)
+            now = utcnow()
+            started = session.scalar(select(Job.started_at).where(Job.id == job_id))
+            values: dict[str, Any] = dict(state=state.value, error=error, finished_at=now, result=result,
+                                          run_seconds=_run_seconds(started, now))
             if state == JobState.SUCCEEDED:
                 values.update(progress=1.0, step="done")
             elif state == JobState.CANCELLED:
@@ -309,3 +312,8 @@ def _settle_interrupted(job: Job, max_attempts: int, input_missing: bool, cause:
         job.state, job.step, job.progress, job.worker = JobState.QUEUED.value, "re-queued", 0.0, None
     if job.state != JobState.QUEUED.value:
         job.finished_at = utcnow()
+        job.run_seconds = _run_seconds(job.started_at, job.finished_at)
+
+
+def _run_seconds(started: datetime | None, finished: datetime) -> float | None:
+    return None if started is None else max((finished - _aware(started)).total_seconds(), 0.0)
