@@ -24,7 +24,7 @@ def training_command(run: Path, config: dict[str, Any]) -> str:
     from pipelines.train import SMALL_CONFIGS, TrainConfig
 
     defaults = {**asdict(TrainConfig(model=config["model"])), "model_config": SMALL_CONFIGS[config["model"]]}
-    flags = {"steps", "seed", "threads", "data", "val_data"}
+    flags = {"steps", "seed", "threads", "data", "val_data", "init_from"}
     changed = {k: v for k, v in config.items()
                if k in defaults and k not in flags | {"model"} and json.dumps(v) != json.dumps(defaults[k])}
     command = f"recon train {config['model']} --out {run} --steps {config['steps']} --seed {config['seed']}"
@@ -33,9 +33,21 @@ def training_command(run: Path, config: dict[str, Any]) -> str:
     for flag in ("data", "val_data"):
         if config.get(flag) != defaults[flag]:
             command += f" --{flag.replace('_', '-')} {config.get(flag)}"
+    if config.get("init_from"):
+        command += f" --init {config['init_from']}"
     if changed:
         command += f" --config '{json.dumps(changed)}'"
     return command
+
+
+def _starting_point(init_from: str, zoo: Path) -> dict[str, Any]:
+    """What a fine-tuned run started from: the weights' SHA-256 and, for a zoo model, how it was trained."""
+    from pipelines.zoo import sha256_of
+
+    if Path(init_from).is_file():
+        return {"weights": init_from, "sha256": sha256_of(init_from)}
+    card = load_card(init_from, zoo)
+    return {"model_id": init_from, "sha256": card["sha256"], "training": card.get("training")}
 
 
 def _training_seconds(run: Path) -> float:
@@ -67,7 +79,8 @@ def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR,
              progress: Callable[[str], None] | None = None) -> Path:
     """Copy ``run/model.pt`` into the zoo as ``model_id``, evaluate it and write its card."""
     config = json.loads((run / "config.json").read_text())
-    training = {
+    start = _starting_point(config["init_from"], zoo) if config.get("init_from") else None  # before it is replaced
+    training: dict[str, Any] = {
         "data": "simulated brain training split (recon simulate mri --set train): ICBM152 template, "
                 "T1/T2/PD contrasts, axial training slabs only, 8 coils, 128x128, SNR 30 dB",
         "recipe": {k: v for k, v in config.items() if k not in ("model", "model_config", "parameters")},
@@ -77,6 +90,10 @@ def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR,
                    f"thread(s), torch {torch.__version__}",
         "date": date.today().isoformat(),
     }
+    if start is not None:
+        training["init_from"] = start
+        earlier = (start.get("training") or {}).get("total_seconds", (start.get("training") or {}).get("seconds"))
+        training["total_seconds"] = training["seconds"] + (earlier or 0.0)
     write_card(model_id, config["model"], config["model_config"], run / "model.pt", {"training": training}, zoo)
     card = load_card(model_id, zoo)
     card["metrics"] = evaluate_model(model_id, eval_root, zoo, progress)

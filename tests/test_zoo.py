@@ -53,3 +53,19 @@ def test_unknown_and_unsafe_ids(tmp_path):
         load_card("nope", zoo=tmp_path / "zoo")
     with pytest.raises(ModelError, match="invalid model id"):
         load_card("../etc", zoo=tmp_path / "zoo")
+
+
+def test_card_of_a_fine_tuned_run_records_where_it_started(tmp_path):
+    from pipelines.ship import _starting_point, training_command
+
+    card = json.loads(_ship(tmp_path).read_text())
+    config = {"model": "rim", "model_config": {"num_steps": 8, "hidden_channels": 48, "num_layers": 2, "cell": "gru"},
+              "steps": 300, "seed": 1, "threads": 2, "data": "data/brain-bench/train",
+              "val_data": "data/brain-bench/val", "lr": 1e-4, "init_from": "tiny-rim"}
+    command = training_command(tmp_path / "run", config)
+    assert command == (f"recon train rim --out {tmp_path / 'run'} --steps 300 --seed 1 --threads 2 "
+                       "--init tiny-rim --config '{\"lr\": 0.0001}'")
+    start = _starting_point("tiny-rim", tmp_path / "zoo")
+    assert start == {"model_id": "tiny-rim", "sha256": card["sha256"], "training": {"note": "test"}}
+    by_file = _starting_point(str(tmp_path / "w.pt"), tmp_path / "zoo")
+    assert by_file == {"weights": str(tmp_path / "w.pt"), "sha256": card["sha256"]}
