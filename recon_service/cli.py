@@ -76,7 +76,8 @@ def cmd_simulate_mri(args: argparse.Namespace) -> int:
     from pipelines.simulate import mri
 
     cfg = mri.MRISimulationConfig(size=args.size, coils=args.coils, slices=args.slices, snr_db=args.snr,
-                                  mask=args.mask, readout_oversampling=args.readout_oversampling, seed=args.seed)
+                                  mask=args.mask, readout_oversampling=args.readout_oversampling, seed=args.seed,
+                                  gamma_range=tuple(args.gamma) if args.gamma else None)
     cfg.validate()
     out = Path(args.out)
     if args.set:
@@ -361,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     mri.add_argument("--readout-oversampling", type=int, default=1, choices=[1, 2])
     mri.add_argument("--max-files", type=int, default=None, help="at most this many files per set")
     mri.add_argument("--seed", type=int, default=0)
+    mri.add_argument("--gamma", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                     help="intensity augmentation: each slab's magnitude to a random power in [LOW, HIGH] "
+                          "(log-uniform; monotone, so the tissue order of each contrast is kept)")
     mri.set_defaults(func=cmd_simulate_mri)
 
     ct = sim_sub.add_parser("ct", help="sparse-view CT sinograms (HDF5)")

@@ -95,3 +95,26 @@ def test_bad_config_is_refused():
         brain.contrast_volume("t3")
     with pytest.raises(ValueError, match="unknown split"):
         mri.slab_starts("axial", "holdout", CFG)
+
+
+def test_gamma_augmentation_changes_contrast_but_keeps_tissue_order():
+    from dataclasses import replace
+
+    from scipy.stats import spearmanr
+
+    plain = _slab(contrast="t2", acceleration=1.0, seed=5)
+    same = _slab(contrast="t2", acceleration=1.0, seed=5, cfg=replace(CFG, gamma_range=(1.0, 1.0)))
+    assert np.allclose(plain.kspace, same.kspace, rtol=1e-5, atol=1e-6)  # the augmentation has its own generator
+    assert plain.attrs["intensity_gamma"] == 1.0
+
+    squared = _slab(contrast="t2", acceleration=1.0, seed=5, cfg=replace(CFG, gamma_range=(2.0, 2.0)))
+    assert squared.attrs["intensity_gamma"] == pytest.approx(2.0)
+    inside = plain.reference > 0.1 * plain.reference.max()
+    a, b = plain.reference[inside], squared.reference[inside]
+    assert spearmanr(a, b).statistic > 0.99  # same order of intensities ...
+    assert np.corrcoef(a / a.max(), b / b.max())[0, 1] < 0.99 and np.median(b / b.max()) < np.median(a / a.max())
+    drawn = {_slab(acceleration=1.0, seed=s, cfg=replace(CFG, gamma_range=(0.5, 2.0))).attrs["intensity_gamma"]
+             for s in range(6)}
+    assert len(drawn) == 6 and all(0.5 <= g <= 2.0 for g in drawn)
+    with pytest.raises(ValueError, match="gamma range"):
+        replace(CFG, gamma_range=(2.0, 1.0)).validate()

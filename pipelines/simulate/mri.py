@@ -4,6 +4,8 @@ For a slab of slices of one contrast and orientation:
 
 1. magnitude ``m`` from the ICBM152 tissue maps (``pipelines.simulate.brain``), resampled to
    ``size x size`` over a 240 mm field of view;
+   optionally raised to a random power (``gamma_range``, log-uniform): a monotone intensity
+   augmentation that changes contrast but keeps the order of the tissues;
 2. a smooth random phase ``phi`` (low-pass filtered noise, up to about +-pi);
 3. birdcage coil maps ``S_c`` (sigpy) with a random radius;
 4. ``k_c = F(S_c m e^{i phi}) + n_c``, complex Gaussian noise with standard deviation
@@ -58,6 +60,7 @@ class MRISimulationConfig:
     mask: str = "random"
     readout_oversampling: int = 1
     seed: int = 0
+    gamma_range: tuple[float, float] | None = None  # intensity augmentation: m -> max(m) (m / max(m))^gamma
 
     def validate(self) -> None:
         if self.size < 16 or self.size > 512:
@@ -70,6 +73,8 @@ class MRISimulationConfig:
             raise ValueError(f"unknown mask {self.mask!r}; choose one of {', '.join(MASK_KINDS)}")
         if self.readout_oversampling not in (1, 2):
             raise ValueError("readout oversampling must be 1 or 2")
+        if self.gamma_range is not None and not 0 < self.gamma_range[0] <= self.gamma_range[1]:
+            raise ValueError(f"gamma range must satisfy 0 < low <= high, got {self.gamma_range}")
 
 
 def slab_starts(orientation: str, split: str, cfg: MRISimulationConfig) -> list[int]:
@@ -115,6 +120,12 @@ def simulate_slab(contrast: str, orientation: str, first_index: int, acceleratio
     volume = brain.contrast_volume(contrast, jitter)
     indices = first_index + cfg.slice_step * np.arange(cfg.slices)
     magnitude = _resample(brain.take_slices(volume, orientation, indices), cfg.size)
+    gamma = 1.0
+    if cfg.gamma_range is not None:  # own generator: slabs without augmentation stay as they were
+        low, high = np.log(cfg.gamma_range[0]), np.log(cfg.gamma_range[1])
+        gamma = float(np.exp(np.random.default_rng([seed, 1]).uniform(low, high)))
+        peak = float(magnitude.max()) or 1.0
+        magnitude = (peak * (magnitude / peak) ** gamma).astype(np.float32)
     phase = _smooth_phase((cfg.size, cfg.size), rng)
     image = magnitude * np.exp(1j * phase)[None]
     maps = _coil_maps(cfg.coils, cfg.size, rng)
@@ -146,7 +157,7 @@ def simulate_slab(contrast: str, orientation: str, first_index: int, acceleratio
             "noise_sigma": sigma, "mask_kind": cfg.mask if acceleration > 1 else "none",
             "first_slice_index": int(first_index), "patient_id": "icbm152-sim",
             "fov_mm": float(brain.CUBE_MM), "slice_step_mm": float(cfg.slice_step), "seed": int(seed),
-            "max": float(reference.max()),
+            "max": float(reference.max()), "intensity_gamma": gamma,
         },
         source=f"simulated:{contrast}:{orientation}:{first_index}",
     )
