@@ -31,8 +31,9 @@ def training_command(run: Path, config: dict[str, Any]) -> str:
     if config.get("threads"):
         command += f" --threads {config['threads']}"
     for flag in ("data", "val_data"):
-        if config.get(flag) != defaults[flag]:
-            command += f" --{flag.replace('_', '-')} {config.get(flag)}"
+        value = config.get(flag)
+        if value != defaults[flag]:
+            command += f" --{flag.replace('_', '-')} {' '.join(value) if isinstance(value, list) else value}"
     if config.get("init_from"):
         command += f" --init {config['init_from']}"
     if changed:

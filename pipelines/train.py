@@ -43,7 +43,7 @@ WEIGHTS = "model.pt"
 class TrainConfig:
     model: str = "recurrentvarnet"
     model_config: dict[str, Any] = field(default_factory=dict)
-    data: str = "data/brain-bench/train"
+    data: str | list[str] = "data/brain-bench/train"  # one directory or several
     val_data: str | None = "data/brain-bench/val"
     accelerations: tuple[float, ...] = (4.0, 8.0)
     steps: int = 2000
@@ -63,15 +63,19 @@ class TrainConfig:
 
 
 class TrainingSlices:
-    """Every slice of every fully sampled file in a fastMRI-format directory, held in memory."""
+    """Every slice of every fully sampled file in one or more fastMRI-format directories, held in memory."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directories: str | Path | list[str]):
         from pipelines.io.fastmri import read_fastmri
 
-        directory = Path(directory)
-        files = sorted(directory.glob("*.h5"))
-        if not files:
-            raise InputError(directory, "no .h5 training files (simulate them with `recon simulate mri --set train`)")
+        directories = [directories] if isinstance(directories, str | Path) else directories
+        files = []
+        for directory in map(Path, directories):
+            found = sorted(directory.glob("*.h5"))
+            if not found:
+                raise InputError(directory, "no .h5 training files (simulate them with "
+                                            "`recon simulate mri --set train`)")
+            files += found
         self.volumes: list[MRIAcquisition] = []
         for f in files:
             acq = read_fastmri(f)

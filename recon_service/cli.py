@@ -202,13 +202,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     overrides.setdefault("model_config", dict(SMALL_CONFIGS[args.model]))
     cfg = TrainConfig(model=args.model, **overrides)
+    if args.data is not None and len(args.data) == 1:
+        args.data = args.data[0]
     for name in ("data", "val_data", "steps", "seed", "threads", "init_from"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
-    if not Path(cfg.data).is_dir():
-        raise InputError(cfg.data, "training data directory not found (make one with "
-                         "`recon simulate mri --out data/brain-bench --set all`)")
+    for directory in [cfg.data] if isinstance(cfg.data, str) else cfg.data:
+        if not Path(directory).is_dir():
+            raise InputError(directory, "training data directory not found (make one with "
+                             "`recon simulate mri --out data/brain-bench --set all`)")
     bar = tqdm(total=cfg.steps, desc=f"training {cfg.model}", unit="step", file=sys.stderr)
 
     def progress(step: int, total: int, loss: float) -> None:
@@ -401,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train RecurrentVarNet or RIM on fastMRI-format directories")
     tr.add_argument("model", choices=["recurrentvarnet", "rim"])
-    tr.add_argument("--data", help="directory of fully sampled fastMRI-format files "
+    tr.add_argument("--data", nargs="+", help="one or more directories of fully sampled fastMRI-format files "
                                    "(default data/brain-bench/train, the simulated training split)")
     tr.add_argument("--val-data", dest="val_data", help="directory of undersampled files with references")
     tr.add_argument("--config", help="JSON file or text overriding training settings, e.g. "

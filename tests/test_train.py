@@ -101,3 +101,28 @@ def test_fine_tuning_starts_from_given_weights(dataset, tmp_path):
         train(TrainConfig(**{**vars(_cfg(dataset, 1)), "init_from": "recurrentvarnet-brain-sim"}), tmp_path / "bad2")
     with pytest.raises(ModelError, match="unknown model id"):
         train(TrainConfig(**{**vars(_cfg(dataset, 1)), "init_from": "no-such-model"}), tmp_path / "bad3")
+
+
+def test_cli_trains_on_several_directories_and_fine_tunes(dataset, tmp_path, run_recon):
+    from pipelines.train import TrainingSlices
+
+    extra = tmp_path / "extra"
+    cfg = mri.MRISimulationConfig(size=48, coils=3, slices=2, gamma_range=(0.5, 2.0), seed=1)
+    extra.mkdir()
+    for spec, acq in mri.simulate(mri.plan("train", ("t1",), ("axial",), (1.0,), cfg, max_files=1), cfg):
+        write_fastmri(extra / spec.file_name, acq)
+    both = TrainingSlices([str(dataset / "train"), str(extra)])
+    assert len(both) == len(TrainingSlices(dataset / "train")) + 2
+
+    config = json.dumps({"model_config": TINY, "val_data": None, "warmup_steps": 1})
+    run_recon("train", "rim", "--data", str(dataset / "train"), str(extra), "--steps", "2", "--out",
+              str(tmp_path / "run"), "--config", config, "--threads", "1")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"] == [str(dataset / "train"), str(extra)] and saved["steps"] == 2
+    run_recon("train", "rim", "--data", str(extra), "--steps", "1", "--out", str(tmp_path / "tuned"),
+              "--init", str(tmp_path / "run" / "model.pt"), "--config", config, "--threads", "1")
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["init_from"] == str(tmp_path / "run" /
+                                                                                           "model.pt")
+    missing = run_recon("train", "rim", "--data", str(extra), str(tmp_path / "nope"), "--out", str(tmp_path / "x"),
+                        check=False)
+    assert missing.returncode == 2 and "nope" in missing.stderr and "not found" in missing.stderr
