@@ -42,13 +42,35 @@ def training_command(run: Path, config: dict[str, Any]) -> str:
 
 
 def _starting_point(init_from: str, zoo: Path) -> dict[str, Any]:
-    """What a fine-tuned run started from: the weights' SHA-256 and, for a zoo model, how it was trained."""
+    """What a fine-tuned run started from: the weights' SHA-256 and how they were trained (the zoo card's
+    training, or the run directory's when the weights file sits in one)."""
     from pipelines.zoo import sha256_of
 
     if Path(init_from).is_file():
-        return {"weights": init_from, "sha256": sha256_of(init_from)}
+        start: dict[str, Any] = {"weights": init_from, "sha256": sha256_of(init_from)}
+        run = Path(init_from).parent
+        if (run / "config.json").exists() and (run / "log.csv").exists():
+            start["training"] = run_training(run, json.loads((run / "config.json").read_text()), zoo)
+        return start
     card = load_card(init_from, zoo)
     return {"model_id": init_from, "sha256": card["sha256"], "training": card.get("training")}
+
+
+def run_training(run: Path, config: dict[str, Any], zoo: Path = ZOO_DIR) -> dict[str, Any]:
+    """The card's record of a run: recipe, command, time and, for a fine-tuned run, where it started
+    (recursively) with the time of every stage added up in ``total_seconds``."""
+    training: dict[str, Any] = {
+        "recipe": {k: v for k, v in config.items() if k not in ("model", "model_config", "parameters")},
+        "command": training_command(run, config),
+        "seconds": _training_seconds(run),
+    }
+    if config.get("init_from"):
+        start = _starting_point(config["init_from"], zoo)
+        earlier = start.get("training") or {}
+        training["init_from"] = start
+        before = earlier.get("total_seconds") or earlier.get("seconds") or 0.0
+        training["total_seconds"] = training["seconds"] + before
+    return training
 
 
 def _training_seconds(run: Path) -> float:
@@ -76,25 +98,21 @@ def evaluate_model(model_id: str, eval_root: Path, zoo: Path = ZOO_DIR,
                    for acc, summary in by_acc.items()} for name, by_acc in results.items()}
 
 
+DEFAULT_DATA_NOTE = ("simulated brain training split (recon simulate mri --set train): ICBM152 template, "
+                     "T1/T2/PD contrasts, axial training slabs only, 8 coils, 128x128, SNR 30 dB")
+
+
 def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR,
-             progress: Callable[[str], None] | None = None) -> Path:
+             progress: Callable[[str], None] | None = None, data_note: str = DEFAULT_DATA_NOTE) -> Path:
     """Copy ``run/model.pt`` into the zoo as ``model_id``, evaluate it and write its card."""
     config = json.loads((run / "config.json").read_text())
-    start = _starting_point(config["init_from"], zoo) if config.get("init_from") else None  # before it is replaced
-    training: dict[str, Any] = {
-        "data": "simulated brain training split (recon simulate mri --set train): ICBM152 template, "
-                "T1/T2/PD contrasts, axial training slabs only, 8 coils, 128x128, SNR 30 dB",
-        "recipe": {k: v for k, v in config.items() if k not in ("model", "model_config", "parameters")},
-        "command": training_command(run, config),
-        "seconds": _training_seconds(run),
+    training: dict[str, Any] = {  # read before write_card replaces a zoo model the run started from
+        "data": data_note,
+        **run_training(run, config, zoo),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {config.get('threads') or 'all'} training "
                    f"thread(s), torch {torch.__version__}",
         "date": date.today().isoformat(),
     }
-    if start is not None:
-        training["init_from"] = start
-        earlier = (start.get("training") or {}).get("total_seconds", (start.get("training") or {}).get("seconds"))
-        training["total_seconds"] = training["seconds"] + (earlier or 0.0)
     write_card(model_id, config["model"], config["model_config"], run / "model.pt", {"training": training}, zoo)
     card = load_card(model_id, zoo)
     card["metrics"] = evaluate_model(model_id, eval_root, zoo, progress)

@@ -239,7 +239,9 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 def cmd_zoo_ship(args: argparse.Namespace) -> int:
     from pipelines.ship import ship_run
 
-    card = ship_run(Path(args.run), args.id, Path(args.eval_data), progress=lambda msg: print(msg, file=sys.stderr))
+    extra = {"data_note": args.data_note} if args.data_note else {}
+    card = ship_run(Path(args.run), args.id, Path(args.eval_data), progress=lambda msg: print(msg, file=sys.stderr),
+                    **extra)
     print(f"card: {card}")
     return 0
 
@@ -424,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     ship = zoo_sub.add_parser("ship", help="evaluate a training run and add it to models/zoo with a card")
     ship.add_argument("run", help="training run directory (model.pt, config.json, log.csv)")
     ship.add_argument("--id", required=True, help="model id, e.g. recurrentvarnet-brain-sim")
+    ship.add_argument("--data-note", help="what the training data was, for the card (default: the simulated "
+                                           "brain training split)")
     ship.add_argument("--eval-data", default="data/brain-bench",
                       help="directory with test/, test-orientation/, test-contrast/ (default data/brain-bench)")
     ship.set_defaults(func=cmd_zoo_ship)

@@ -69,3 +69,25 @@ def test_card_of_a_fine_tuned_run_records_where_it_started(tmp_path):
     assert start == {"model_id": "tiny-rim", "sha256": card["sha256"], "training": {"note": "test"}}
     by_file = _starting_point(str(tmp_path / "w.pt"), tmp_path / "zoo")
     assert by_file == {"weights": str(tmp_path / "w.pt"), "sha256": card["sha256"]}
+
+
+def test_card_follows_a_chain_of_fine_tuning_runs(tmp_path):
+    from pipelines.ship import run_training
+
+    card = json.loads(_ship(tmp_path).read_text())
+    base = {"model": "rim", "model_config": TINY, "steps": 2, "seed": 0, "threads": 1, "data": "d",
+            "val_data": None}
+    first, second = tmp_path / "first", tmp_path / "second"
+    for run, init, seconds in ((first, "tiny-rim", 30.0), (second, str(first / "model.pt"), 12.5)):
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({**base, "init_from": init}))
+        rows = f"step,loss,lr,acceleration,seconds\n1,0.5,1e-4,4.0,1.0\n2,0.4,1e-4,4.0,{seconds}\n"
+        (run / "log.csv").write_text(rows)
+        torch.save(build_model("rim", TINY).state_dict(), run / "model.pt")
+    training = run_training(second, json.loads((second / "config.json").read_text()), tmp_path / "zoo")
+    assert training["seconds"] == 12.5 and training["total_seconds"] == 42.5
+    assert f"--init {first / 'model.pt'}" in training["command"]
+    stage = training["init_from"]
+    assert stage["weights"] == str(first / "model.pt") and len(stage["sha256"]) == 64
+    assert stage["training"]["init_from"] == {"model_id": "tiny-rim", "sha256": card["sha256"],
+                                              "training": {"note": "test"}}
