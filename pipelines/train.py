@@ -62,15 +62,19 @@ class TrainConfig:
     init_from: str | None = None  # start from these weights (a zoo model id or a state-dict file): fine-tuning
 
 
+def as_directories(data: str | Path | list[str]) -> list[Path]:
+    """``TrainConfig.data`` (one directory or several) as a list of paths."""
+    return [Path(data)] if isinstance(data, str | Path) else [Path(d) for d in data]
+
+
 class TrainingSlices:
     """Every slice of every fully sampled file in one or more fastMRI-format directories, held in memory."""
 
     def __init__(self, directories: str | Path | list[str]):
         from pipelines.io.fastmri import read_fastmri
 
-        directories = [directories] if isinstance(directories, str | Path) else directories
         files = []
-        for directory in map(Path, directories):
+        for directory in as_directories(directories):
             found = sorted(directory.glob("*.h5"))
             if not found:
                 raise InputError(directory, "no .h5 training files (simulate them with "
@@ -128,7 +132,7 @@ def validate(model: torch.nn.Module, directory: str | Path, max_files: int | Non
 def initial_weights(model: torch.nn.Module, source: str) -> None:
     """Load the starting weights for fine-tuning: a zoo model id (checksum verified against its card) or a
     ``.pt`` state-dict file; the architecture must match."""
-    from pipelines.zoo import ModelError, load_card, load_model
+    from pipelines.zoo import ModelError, load_model
 
     if Path(source).is_file():
         try:
@@ -137,8 +141,7 @@ def initial_weights(model: torch.nn.Module, source: str) -> None:
         except Exception as err:
             raise ModelError(f"{source}: cannot start from these weights: {str(err).splitlines()[0]}") from err
         return
-    card = load_card(source)
-    shipped, _ = load_model(source)
+    shipped, card = load_model(source)
     if type(shipped) is not type(model):
         raise ModelError(f"model {source!r} is a {card['kind']}, not the network being trained")
     try:

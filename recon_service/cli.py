@@ -193,7 +193,7 @@ def _load_config(text: str | None) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from pipelines.train import SMALL_CONFIGS, TrainConfig, train
+    from pipelines.train import SMALL_CONFIGS, TrainConfig, as_directories, train
 
     overrides = _load_config(args.config)
     known = {f.name for f in fields(TrainConfig)}
@@ -208,8 +208,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
-    for directory in [cfg.data] if isinstance(cfg.data, str) else cfg.data:
-        if not Path(directory).is_dir():
+    for directory in as_directories(cfg.data):
+        if not directory.is_dir():
             raise InputError(directory, "training data directory not found (make one with "
                              "`recon simulate mri --out data/brain-bench --set all`)")
     bar = tqdm(total=cfg.steps, desc=f"training {cfg.model}", unit="step", file=sys.stderr)
@@ -237,11 +237,10 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_ship(args: argparse.Namespace) -> int:
-    from pipelines.ship import ship_run
+    from pipelines.ship import DEFAULT_DATA_NOTE, ship_run
 
-    extra = {"data_note": args.data_note} if args.data_note else {}
     card = ship_run(Path(args.run), args.id, Path(args.eval_data), progress=lambda msg: print(msg, file=sys.stderr),
-                    **extra)
+                    data_note=args.data_note or DEFAULT_DATA_NOTE)
     print(f"card: {card}")
     return 0
 
