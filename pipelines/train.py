@@ -60,6 +60,8 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     init_from: str | None = None  # start from these weights (a zoo model id or a state-dict file): fine-tuning
+    iterate_loss: bool = False  # loss averaged over every block's image (RIM is always trained so)
+    flip_augment: bool = False  # random flips (and transposes of square slices) of each training slice
 
 
 def as_directories(data: str | Path | list[str]) -> list[Path]:
@@ -93,14 +95,36 @@ class TrainingSlices:
     def __len__(self) -> int:
         return len(self.index)
 
-    def sample(self, i: int, acceleration: float, mask_seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def sample(self, i: int, acceleration: float, mask_seed: int, transform: int = 0
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Slice ``i`` under a fresh column mask; ``transform`` in [0, 8) picks a flip/transpose (0: as stored)."""
         v, s = self.index[i]
         acq = self.volumes[v]
-        k = acq.kspace[s]
+        k, reference = acq.kspace[s], acq.reference[s]
+        if transform:
+            k, reference = flip_slice(k, reference, transform)
         width = k.shape[-1]
         m = random_column_mask(width, acceleration, calibrated_center_fraction(width, acceleration), mask_seed)
         inputs = prepare_input(k, m.mask, m.num_low_frequencies)
-        return inputs, torch.from_numpy(acq.reference[s].astype(np.float32))
+        return inputs, torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
+
+
+def flip_slice(kspace: np.ndarray, reference: np.ndarray, transform: int) -> tuple[np.ndarray, np.ndarray]:
+    """One of the 8 flips/transposes of a slice, applied to its coil images and its reference alike.
+
+    ``transform`` bits: 1 flips rows, 2 flips columns, 4 transposes (square slices only; otherwise it is
+    ignored, so the readout stays along the rows). The coil k-space is ``F(flip(F^-1 k))``.
+    """
+    from models.physics.mri.fft import fft2c, ifft2c
+
+    image = ifft2c(torch.from_numpy(np.ascontiguousarray(kspace, dtype=np.complex64))).numpy()
+    square = image.shape[-1] == image.shape[-2] and reference.shape[-1] == reference.shape[-2]
+    for bit, op in ((1, lambda a: np.flip(a, -2)), (2, lambda a: np.flip(a, -1)),
+                    (4, lambda a: np.swapaxes(a, -1, -2) if square else a)):
+        if transform & bit:
+            image, reference = op(image), op(reference)
+    kspace = fft2c(torch.from_numpy(np.ascontiguousarray(image))).numpy()
+    return kspace, np.ascontiguousarray(reference)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -207,12 +231,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
             rng = np.random.default_rng([cfg.seed, step])
             acc = float(rng.choice(cfg.accelerations))
             picks = rng.integers(0, len(data), size=cfg.batch_size)
-            samples = [data.sample(int(i), acc, int(rng.integers(2**31))) for i in picks]
+            seeds = [int(rng.integers(2**31)) for _ in picks]
+            # drawn after the mask seeds, so runs without augmentation see the same slices and masks as before
+            flips = rng.integers(0, 8, size=len(picks)) if cfg.flip_augment else np.zeros(len(picks), int)
+            samples = [data.sample(int(i), acc, m, int(f)) for i, m, f in zip(picks, seeds, flips, strict=True)]
             inputs = collate([s[0] for s in samples])
             target = torch.stack([s[1] for s in samples])
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            preds = [magnitude(o) for o in network_outputs(model, inputs, tuple(target.shape[-2:]))]
+            forward = model.iterates if cfg.iterate_loss else model
+            preds = [magnitude(o) for o in network_outputs(forward, inputs, tuple(target.shape[-2:]))]
             loss = sum(l1_ssim_loss(p, target, cfg.ssim_weight) for p in preds) / len(preds)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):  # before the step, so the last checkpoint stays usable

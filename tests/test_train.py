@@ -103,6 +103,51 @@ def test_fine_tuning_starts_from_given_weights(dataset, tmp_path):
         train(TrainConfig(**{**vars(_cfg(dataset, 1)), "init_from": "no-such-model"}), tmp_path / "bad3")
 
 
+def test_flip_slice_moves_coil_images_and_reference_together(dataset):
+    import numpy as np
+
+    from models.physics.mri.fft import ifft2c
+    from pipelines.io.fastmri import read_fastmri
+    from pipelines.train import flip_slice
+
+    acq = read_fastmri(sorted((dataset / "train").glob("*.h5"))[0])
+    k, ref = acq.kspace[0], acq.reference[0]
+    ref = ref + np.linspace(0, 0.2 * ref.max(), ref.shape[-1])[None]  # no symmetric reference hides a wrong flip
+    expected = {0: ref, 1: ref[::-1], 2: ref[:, ::-1], 3: ref[::-1, ::-1], 4: ref.T, 5: ref[::-1].T,
+                6: ref[:, ::-1].T, 7: ref[::-1, ::-1].T}
+    image = ifft2c(torch.from_numpy(k)).numpy()
+    for t, want in expected.items():
+        k2, ref2 = flip_slice(k, ref, t)
+        np.testing.assert_array_equal(ref2, want)
+        image2 = ifft2c(torch.from_numpy(k2)).numpy()
+        got = {1: image[:, ::-1], 2: image[:, :, ::-1], 4: np.swapaxes(image, 1, 2)}
+        if t in got:  # the coil images took the same transform as the reference
+            np.testing.assert_allclose(image2, got[t], atol=1e-4 * np.abs(image).max())
+    # a non-square slice is flipped but never transposed
+    k_rect, ref_rect = k[:, :, :40], ref[:, :40]
+    k3, ref3 = flip_slice(k_rect, ref_rect, 4)
+    np.testing.assert_array_equal(ref3, ref_rect)
+    assert k3.shape == k_rect.shape
+
+
+def test_iterate_loss_and_flip_augment_change_training(dataset, tmp_path):
+    rvn = {"num_steps": 2, "hidden_channels": 4, "num_layers": 2, "multiscale": 2,
+           "initializer_channels": [4, 4, 8, 8]}
+    base = TrainConfig(model="recurrentvarnet", model_config=rvn, data=str(dataset / "train"), val_data=None,
+                       steps=3, checkpoint_every=3, warmup_steps=1, lr=1e-3, seed=3)
+    runs = {}
+    for name, extra in (("plain", {}), ("iterates", {"iterate_loss": True}), ("flips", {"flip_augment": True})):
+        out = tmp_path / name
+        train(TrainConfig(**{**vars(base), **extra}), out)
+        runs[name] = [float(r["loss"]) for r in csv.DictReader((out / "log.csv").read_text().splitlines())]
+    # same seed: the first loss differs only where the option changes what is computed
+    assert runs["iterates"][0] != runs["plain"][0]
+    assert runs["flips"] != runs["plain"]
+    again = tmp_path / "flips-again"
+    train(TrainConfig(**{**vars(base), "flip_augment": True}), again)
+    assert [float(r["loss"]) for r in csv.DictReader((again / "log.csv").read_text().splitlines())] == runs["flips"]
+
+
 def test_cli_trains_on_several_directories_and_fine_tunes(dataset, tmp_path, run_recon):
     from pipelines.train import TrainingSlices
 

@@ -197,6 +197,17 @@ def test_rim_returns_all_iterates_in_training_mode():
     torch.testing.assert_close(final, steps[-1].detach())
 
 
+def test_recurrentvarnet_iterates_end_in_the_forward_output():
+    model = RecurrentVarNet(**TINY_RVN).eval()
+    masked, mask, maps = make_data(2, 3, 12, 10)
+    with torch.no_grad():
+        steps = model.iterates(masked, mask, maps)
+        final = model(masked, mask, maps)
+    assert len(steps) == TINY_RVN["num_steps"] and all(s.shape == (2, 12, 10, 2) for s in steps)
+    torch.testing.assert_close(steps[-1], final)
+    assert not torch.allclose(steps[0], steps[-1])  # each block changes the image
+
+
 # ---------------------------------------------------------------- gradients
 
 

@@ -137,8 +137,8 @@ class RecurrentVarNet(nn.Module):
         """Switch the FFT implementation (``"dft-op"`` or ``"matmul"``); the weights are unchanged."""
         self.fft_variant = check_fft_variant(fft_variant)
 
-    def _run(self, masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor, CenteredFFT]:
+    def _run(self, masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor,
+             keep: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, CenteredFFT]:
         check_inputs(masked_kspace, mask, sens_maps)
         mask = mask.to(masked_kspace.dtype)
         if self.sens_refiner is not None:
@@ -151,7 +151,17 @@ class RecurrentVarNet(nn.Module):
         kspace = masked_kspace
         for block in self.blocks:
             kspace, state = block(kspace, masked_kspace, mask, sens_maps, state, fourier)
+            if keep is not None:
+                keep.append(reduce(fourier.ifft(kspace), sens_maps))
         return kspace, sens_maps, fourier
+
+    def iterates(self, masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor
+                 ) -> list[torch.Tensor]:
+        """The image after every block, ``[R(k_1), ..., R(k_T)]``, each (N, H, W, 2): for a loss over all
+        blocks (as RIM is trained); the last one is :meth:`forward`'s output."""
+        out: list[torch.Tensor] = []
+        self._run(masked_kspace, mask, sens_maps, keep=out)
+        return out
 
     def predict_kspace(self, masked_kspace: torch.Tensor, mask: torch.Tensor, sens_maps: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
