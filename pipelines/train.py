@@ -4,8 +4,9 @@ Each step draws a fully sampled training slice, a fresh random column mask at on
 accelerations (mixed 4x/8x by default), estimates ACS sensitivity maps from the masked data, divides
 the masked k-space and the target by the 99th percentile of ``|masked k-space|`` and minimises
 ``L1 + (1 - SSIM)`` between the magnitude of the network output (cropped to the recon matrix) and the
-RSS reference. RIM's loss is averaged over all its iterates. Everything is seeded by ``seed`` and the
-step number, so a run resumed from a checkpoint continues exactly where it stopped.
+RSS reference. RIM's loss is averaged over all its iterates (``iterate_loss`` does the same for
+RecurrentVarNet's blocks); ``flip_augment`` applies a random flip/transpose to each slice. Everything is
+seeded by ``seed`` and the step number, so a run resumed from a checkpoint continues exactly where it stopped.
 """
 
 from __future__ import annotations
