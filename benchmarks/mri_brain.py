@@ -2,11 +2,13 @@
 
     recon simulate mri --out data/brain-bench --set all        # once (the training split is also here)
     PYTHONPATH=. python benchmarks/mri_brain.py [--data data/brain-bench] [--methods a,b,c]
+    PYTHONPATH=. python benchmarks/mri_brain.py --cards recurrentvarnet-brain-sim,rim-brain-sim
 
 Sets: ``test`` (axial slabs never trained on), ``test-orientation`` (coronal and sagittal), ``test-contrast``
 (FLAIR). Metrics are fastMRI's (PSNR with data range = target max, SSIM 7x7, NMSE) on magnitudes against the
 noise-free RSS reference, mean ± std over volumes; seconds per slice include map estimation. Results go to
-benchmarks/out/mri_brain.json and a markdown table is printed.
+benchmarks/out/mri_brain.json and a markdown table is printed. ``--cards`` prints the same table from the
+metrics that ``recon zoo ship`` measured and stored in the named zoo cards, without evaluating again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 from pathlib import Path
 
 from pipelines.evaluate import evaluate_held_out
+from pipelines.zoo import load_card
 
 DEFAULT_METHODS = "zero-filled,cg-sense,l1-wavelet,rim,recurrentvarnet"
 
@@ -25,12 +28,32 @@ def main() -> None:
     parser.add_argument("--data", default="data/brain-bench")
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--out", default="benchmarks/out/mri_brain.json")
+    parser.add_argument("--cards", help="comma-separated zoo model ids: print their stored metrics instead")
     args = parser.parse_args()
+    if args.cards:
+        print_table(results_from_cards(args.cards.split(",")))
+        return
     methods = args.methods.split(",")
     results = evaluate_held_out(args.data, methods, progress=lambda name, acc, summary: print(
         f"done: {name} {acc} ({summary['volumes']} volumes)", flush=True))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
+    print_table(results)
+
+
+def results_from_cards(model_ids: list[str]) -> dict:
+    """Card metrics ``{set: {R: metrics}}`` regrouped as evaluate_held_out's ``{set: {R: {methods: ...}}}``."""
+    results: dict = {}
+    for model_id in model_ids:
+        card = load_card(model_id)
+        for name, by_acc in card["metrics"].items():
+            for acc, m in by_acc.items():
+                slot = results.setdefault(name, {}).setdefault(acc, {"volumes": m["volumes"], "methods": {}})
+                slot["methods"][card["kind"]] = m
+    return results
+
+
+def print_table(results: dict) -> None:
     print("| set | R | method | PSNR (dB) | SSIM | NMSE | s/slice |")
     print("|---|---|---|---|---|---|---|")
     for name, by_acc in results.items():
