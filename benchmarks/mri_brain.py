@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from pipelines.evaluate import evaluate_held_out
-from pipelines.zoo import load_card
+from pipelines.zoo import ZOO_DIR, ModelError, load_card
 
 DEFAULT_METHODS = "zero-filled,cg-sense,l1-wavelet,rim,recurrentvarnet"
 
@@ -31,7 +31,10 @@ def main() -> None:
     parser.add_argument("--cards", help="comma-separated zoo model ids: print their stored metrics instead")
     args = parser.parse_args()
     if args.cards:
-        print_table(results_from_cards(args.cards.split(",")))
+        try:
+            print_table(results_from_cards(args.cards.split(",")))
+        except ModelError as err:
+            parser.error(str(err))
         return
     methods = args.methods.split(",")
     results = evaluate_held_out(args.data, methods, progress=lambda name, acc, summary: print(
@@ -41,11 +44,13 @@ def main() -> None:
     print_table(results)
 
 
-def results_from_cards(model_ids: list[str]) -> dict:
+def results_from_cards(model_ids: list[str], zoo: Path = ZOO_DIR) -> dict:
     """Card metrics ``{set: {R: metrics}}`` regrouped as evaluate_held_out's ``{set: {R: {methods: ...}}}``."""
     results: dict = {}
     for model_id in model_ids:
-        card = load_card(model_id)
+        card = load_card(model_id, zoo)
+        if "metrics" not in card:
+            raise ModelError(f"{model_id}: card has no metrics (ship it with recon zoo ship to measure them)")
         for name, by_acc in card["metrics"].items():
             for acc, m in by_acc.items():
                 slot = results.setdefault(name, {}).setdefault(acc, {"volumes": m["volumes"], "methods": {}})
