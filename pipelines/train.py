@@ -5,7 +5,9 @@ accelerations (mixed 4x/8x by default), estimates ACS sensitivity maps from the 
 the masked k-space and the target by the 99th percentile of ``|masked k-space|`` and minimises
 ``L1 + (1 - SSIM)`` between the magnitude of the network output (cropped to the recon matrix) and the
 RSS reference. RIM's loss is averaged over all its iterates (``iterate_loss`` does the same for
-RecurrentVarNet's blocks); ``flip_augment`` applies a random flip/transpose to each slice. Everything is
+RecurrentVarNet's blocks); ``flip_augment`` applies a random flip/transpose to each slice; with
+``ema_decay`` > 0 the validated and saved weights are an exponential moving average of the trained ones
+(``w_ema <- d w_ema + (1 - d) w`` after every step). Everything is
 seeded by ``seed`` and the step number, so a run resumed from a checkpoint continues exactly where it stopped.
 """
 
@@ -63,6 +65,7 @@ class TrainConfig:
     init_from: str | None = None  # start from these weights (a zoo model id or a state-dict file): fine-tuning
     iterate_loss: bool = False  # loss averaged over every block's image (RIM is always trained so)
     flip_augment: bool = False  # random flips (and transposes of square slices) of each training slice
+    ema_decay: float = 0.0  # > 0: validate and ship an exponential moving average of the weights
 
 
 def as_directories(data: str | Path | list[str]) -> list[Path]:
@@ -176,10 +179,22 @@ def initial_weights(model: torch.nn.Module, source: str) -> None:
                          f"being trained: {str(err).splitlines()[0]}") from err
 
 
-def _save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig) -> None:
+def weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s weights (None when ``decay`` is 0)."""
+    if decay == 0:
+        return None
+    if not 0 < decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig,
+                     average: torch.nn.Module | None = None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "config": asdict(cfg)}, tmp)
+                "config": asdict(cfg), "average": average.state_dict() if average is not None else None}, tmp)
     tmp.replace(path)  # atomic: a kill during the save never leaves a broken checkpoint
 
 
@@ -207,6 +222,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     data = TrainingSlices(cfg.data)
     model = build_model(cfg.model, cfg.model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    average = None
     start = 0
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.exists():
@@ -216,8 +232,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["step"])
-    elif cfg.init_from:
-        initial_weights(model, cfg.init_from)
+        average = weight_average(model, cfg.ema_decay)
+        if average is not None and ckpt.get("average") is not None:
+            average.load_state_dict(ckpt["average"])
+    else:
+        if cfg.init_from:
+            initial_weights(model, cfg.init_from)
+        average = weight_average(model, cfg.ema_decay)
+    kept = average.module if average is not None else model  # what is validated and saved
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "parameters": count_parameters(model)}, indent=2))
     log_path = out / "log.csv"
     new_log = not (resume and log_path.exists())
@@ -251,16 +273,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            if average is not None:
+                average.update_parameters(model)
             log.writerow([step + 1, f"{loss_value:.6f}", f"{lr_at(step, cfg):.3e}", acc,
                           f"{time.perf_counter() - t0:.1f}"])
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                 log_file.flush()
-                _save_checkpoint(ckpt_path, model, optimizer, step + 1, cfg)
+                _save_checkpoint(ckpt_path, model, optimizer, step + 1, cfg, average)
             if cfg.val_data and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
-                scores = validate(model, cfg.val_data, cfg.val_max_files)
+                scores = validate(kept, cfg.val_data, cfg.val_max_files)
                 with open(out / "val.jsonl", "a") as f:
                     f.write(json.dumps({"step": step + 1, **scores}) + "\n")
             if progress:
                 progress(step + 1, cfg.steps, loss_value)
-    torch.save(model.state_dict(), out / WEIGHTS)
+    torch.save(kept.state_dict(), out / WEIGHTS)
     return out / WEIGHTS

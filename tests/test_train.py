@@ -171,3 +171,25 @@ def test_cli_trains_on_several_directories_and_fine_tunes(dataset, tmp_path, run
     missing = run_recon("train", "rim", "--data", str(extra), str(tmp_path / "nope"), "--out", str(tmp_path / "x"),
                         check=False)
     assert missing.returncode == 2 and "nope" in missing.stderr and "not found" in missing.stderr
+
+
+def test_ema_weights_are_validated_saved_and_resumed(dataset, tmp_path):
+    decay = 0.75
+    ema = {"ema_decay": decay, "checkpoint_every": 1}
+    one = torch.load(train(TrainConfig(**{**vars(_cfg(dataset, 1)), "checkpoint_every": 1}), tmp_path / "one"),
+                     weights_only=True)
+    saved = torch.load(train(TrainConfig(**{**vars(_cfg(dataset, 2)), **ema}), tmp_path / "two"), weights_only=True)
+    raw = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)["model"]
+    # the first update copies the weights, every later one blends: w_ema = d w_1 + (1 - d) w_2
+    for k, v in saved.items():
+        torch.testing.assert_close(v, decay * one[k] + (1 - decay) * raw[k])
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved)
+
+    full = torch.load(train(TrainConfig(**{**vars(_cfg(dataset, 4)), **ema}), tmp_path / "full"), weights_only=True)
+    train(TrainConfig(**{**vars(_cfg(dataset, 2)), **ema}), tmp_path / "split")
+    resumed = torch.load(train(TrainConfig(**{**vars(_cfg(dataset, 4)), **ema}), tmp_path / "split", resume=True),
+                         weights_only=True)
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        train(TrainConfig(**{**vars(_cfg(dataset, 1)), "ema_decay": 1.0}), tmp_path / "bad")
