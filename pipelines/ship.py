@@ -64,6 +64,9 @@ def run_training(run: Path, config: dict[str, Any], zoo: Path = ZOO_DIR) -> dict
         "command": training_command(run, config),
         "seconds": _training_seconds(run),
     }
+    if (run / "val.jsonl").exists():  # the validation scores the run was selected on
+        training["validation"] = [json.loads(line) for line in (run / "val.jsonl").read_text().splitlines()
+                                  if line.strip()]
     if config.get("init_from"):
         start = _starting_point(config["init_from"], zoo)
         earlier = start.get("training") or {}

@@ -84,8 +84,12 @@ def test_card_follows_a_chain_of_fine_tuning_runs(tmp_path):
         rows = f"step,loss,lr,acceleration,seconds\n1,0.5,1e-4,4.0,1.0\n2,0.4,1e-4,4.0,{seconds}\n"
         (run / "log.csv").write_text(rows)
         torch.save(build_model("rim", TINY).state_dict(), run / "model.pt")
+    scores = [{"step": 1, "psnr": 30.5, "ssim": 0.9}, {"step": 2, "psnr": 31.0, "ssim": 0.91}]
+    (second / "val.jsonl").write_text("".join(json.dumps(v) + "\n" for v in scores))
     training = run_training(second, json.loads((second / "config.json").read_text()), tmp_path / "zoo")
     assert training["seconds"] == 12.5 and training["total_seconds"] == 42.5
+    assert [v["psnr"] for v in training["validation"]] == [30.5, 31.0]  # the scores the run was selected on
+    assert "validation" not in training["init_from"]["training"]  # the first run had no validation log
     assert f"--init {first / 'model.pt'}" in training["command"]
     stage = training["init_from"]
     assert stage["weights"] == str(first / "model.pt") and len(stage["sha256"]) == 64
