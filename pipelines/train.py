@@ -136,12 +136,21 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * warm * cfg.lr_gamma ** (step // max(cfg.lr_decay_every, 1))
 
 
+def validation_files(directory: str | Path, max_files: int | None = None) -> list[Path]:
+    """The ``.h5`` files of ``directory``, or ``max_files`` of them spread evenly over the sorted list (so a
+    directory sorted by contrast and acceleration is sampled across all of them, not just its first ones)."""
+    files = sorted(Path(directory).glob("*.h5"))
+    if max_files is None or max_files >= len(files):
+        return files
+    return [files[int(i * len(files) / max_files)] for i in range(max_files)]
+
+
 def validate(model: torch.nn.Module, directory: str | Path, max_files: int | None = None) -> dict[str, float]:
     """PSNR/SSIM of the model on undersampled files with references (their own masks)."""
     from pipelines.io.fastmri import read_fastmri
     from pipelines.mri_methods import acquisition_mask
 
-    files = sorted(Path(directory).glob("*.h5"))[:max_files]
+    files = validation_files(directory, max_files)
     if not files:
         raise InputError(directory, "no .h5 validation files")
     model.eval()

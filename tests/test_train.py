@@ -193,3 +193,16 @@ def test_ema_weights_are_validated_saved_and_resumed(dataset, tmp_path):
 
     with pytest.raises(ValueError, match="ema_decay must be in"):
         train(TrainConfig(**{**vars(_cfg(dataset, 1)), "ema_decay": 1.0}), tmp_path / "bad")
+
+
+def test_validation_files_are_spread_over_the_directory(tmp_path):
+    from pipelines.train import validation_files
+
+    names = [f"{c}_axial_{s}_{a}x.h5" for c in ("pd", "t1", "t2") for s in ("069", "124") for a in (4, 8)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    picked = [f.name for f in validation_files(tmp_path, 4)]
+    assert picked == ["pd_axial_069_4x.h5", "pd_axial_124_8x.h5", "t1_axial_124_4x.h5", "t2_axial_069_8x.h5"]
+    assert {n[:2] for n in picked} == {"pd", "t1", "t2"} and {n[-5:] for n in picked} == {"4x.h5", "8x.h5"}
+    assert [f.name for f in validation_files(tmp_path, None)] == sorted(names)
+    assert len(validation_files(tmp_path, 50)) == len(names)
