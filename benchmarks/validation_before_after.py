@@ -1,0 +1,52 @@
+"""Validation PSNR/SSIM of shipped zoo weights now and at an earlier git revision, on the same files.
+
+    PYTHONPATH=. python benchmarks/validation_before_after.py --before REV [--ids rim-brain-sim,...]
+        [--val data/brain-bench/val] [--max-files 4]
+
+Checks that a re-shipped model's gain on the selection subset holds on another one (validation reads
+``--max-files`` files spread over the sorted directory, see ``pipelines.train.validation_files``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import subprocess
+
+import torch
+
+from models.unrolled import build_model
+from pipelines.train import validate, validation_files
+from pipelines.zoo import DEFAULT_MODELS, ZOO_DIR, load_card
+
+
+def weights_at(rev: str, model_id: str) -> dict[str, torch.Tensor]:
+    path = (ZOO_DIR / model_id / "model.pt").relative_to(ZOO_DIR.parents[1])
+    repo = ZOO_DIR.parents[1]
+    blob = subprocess.run(["git", "-C", str(repo), "show", f"{rev}:{path.as_posix()}"],
+                          capture_output=True, check=True).stdout
+    return torch.load(io.BytesIO(blob), weights_only=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", required=True, help="git revision of the earlier weights")
+    parser.add_argument("--ids", default=",".join(DEFAULT_MODELS.values()))
+    parser.add_argument("--val", default="data/brain-bench/val")
+    parser.add_argument("--max-files", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print("files:", ", ".join(f.name for f in validation_files(args.val, args.max_files)))
+    print("| model | weights | PSNR (dB) | SSIM |\n|---|---|---|---|")
+    for model_id in args.ids.split(","):
+        card = load_card(model_id)
+        for label, rev in ((args.before, args.before), ("shipped", "HEAD")):
+            model = build_model(card["kind"], card["config"])
+            model.load_state_dict(weights_at(rev, model_id))
+            scores = validate(model, args.val, args.max_files)
+            print(f"| {model_id} | {label} | {scores['psnr']:.2f} | {scores['ssim']:.4f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
