@@ -17,12 +17,13 @@ import torch
 
 from models.unrolled import build_model
 from pipelines.train import validate, validation_files
-from pipelines.zoo import DEFAULT_MODELS, ZOO_DIR, load_card
+from pipelines.zoo import DEFAULT_MODELS, ZOO_DIR, load_model
 
 
 def weights_at(rev: str, model_id: str) -> dict[str, torch.Tensor]:
-    path = (ZOO_DIR / model_id / "model.pt").relative_to(ZOO_DIR.parents[1])
+    """A zoo model's committed weights at git revision ``rev``."""
     repo = ZOO_DIR.parents[1]
+    path = (ZOO_DIR / model_id / "model.pt").relative_to(repo)
     blob = subprocess.run(["git", "-C", str(repo), "show", f"{rev}:{path.as_posix()}"],
                           capture_output=True, check=True).stdout
     return torch.load(io.BytesIO(blob), weights_only=True)
@@ -40,10 +41,10 @@ def main() -> None:
     print("files:", ", ".join(f.name for f in validation_files(args.val, args.max_files)))
     print("| model | weights | PSNR (dB) | SSIM |\n|---|---|---|---|")
     for model_id in args.ids.split(","):
-        card = load_card(model_id)
-        for label, rev in ((args.before, args.before), ("shipped", "HEAD")):
-            model = build_model(card["kind"], card["config"])
-            model.load_state_dict(weights_at(rev, model_id))
+        shipped, card = load_model(model_id)  # checksum-verified against its card
+        before = build_model(card["kind"], card["config"])
+        before.load_state_dict(weights_at(args.before, model_id))
+        for label, model in ((args.before, before), ("shipped", shipped)):
             scores = validate(model, args.val, args.max_files)
             print(f"| {model_id} | {label} | {scores['psnr']:.2f} | {scores['ssim']:.4f} |", flush=True)
 

@@ -190,10 +190,10 @@ def initial_weights(model: torch.nn.Module, source: str) -> None:
 
 def weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
     """An exponential moving average of ``model``'s weights (None when ``decay`` is 0)."""
+    if not isinstance(decay, int | float) or not 0 <= decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1) (a number), got {decay!r}")
     if decay == 0:
         return None
-    if not 0 < decay < 1:
-        raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
@@ -231,8 +231,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     data = TrainingSlices(cfg.data)
     model = build_model(cfg.model, cfg.model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    average = None
     start = 0
+    ckpt = None
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -241,13 +241,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["step"])
-        average = weight_average(model, cfg.ema_decay)
-        if average is not None and ckpt.get("average") is not None:
-            average.load_state_dict(ckpt["average"])
-    else:
-        if cfg.init_from:
-            initial_weights(model, cfg.init_from)
-        average = weight_average(model, cfg.ema_decay)
+    elif cfg.init_from:
+        initial_weights(model, cfg.init_from)
+    average = weight_average(model, cfg.ema_decay)
+    if average is not None and ckpt is not None and ckpt.get("average") is not None:
+        average.load_state_dict(ckpt["average"])
     kept = average.module if average is not None else model  # what is validated and saved
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "parameters": count_parameters(model)}, indent=2))
     log_path = out / "log.csv"

@@ -193,6 +193,8 @@ def test_ema_weights_are_validated_saved_and_resumed(dataset, tmp_path):
 
     with pytest.raises(ValueError, match="ema_decay must be in"):
         train(TrainConfig(**{**vars(_cfg(dataset, 1)), "ema_decay": 1.0}), tmp_path / "bad")
+    with pytest.raises(ValueError, match="ema_decay must be in .* got '0.9'"):  # a string from a JSON config
+        train(TrainConfig(**{**vars(_cfg(dataset, 1)), "ema_decay": "0.9"}), tmp_path / "bad2")
 
 
 def test_validation_files_are_spread_over_the_directory(tmp_path):
