@@ -8,8 +8,10 @@ from api_server import copy_dicom, write_fastmri_file, write_sinogram_file, writ
 from job_inputs import write_ismrmrd
 
 from pipelines.data import InputError
+from pipelines.io.detect import FORMATS, RAW_LAYOUTS, format_label, formats_for
+from pipelines.io.dicom_study import read_study_keywords
 from recon_service.jobs.catalog import get_pipeline
-from recon_service.jobs.inputs import RejectedInput, check_submission, detect_kind, read_dicom_study
+from recon_service.jobs.inputs import RejectedInput, check_submission, detect_kind
 from recon_service.storage import UploadArea
 
 
@@ -34,9 +36,27 @@ def test_kinds_come_from_content_not_names(files):
 
 
 def test_dicom_study_attributes(files):
-    study = read_dicom_study(files["dicom"])
+    study = read_study_keywords(files["dicom"])
     assert study["StudyInstanceUID"].startswith("1.3.6.1.4.1.5962") and study["PatientID"] == "4MR1"
     assert "PatientBirthDate" not in study  # empty values are left out
+
+
+def test_unreadable_dicom_names_the_file(files):
+    with pytest.raises(InputError, match="not a readable DICOM file") as err:
+        read_study_keywords(files["text"])
+    assert err.value.source == str(files["text"])
+
+
+def test_one_list_of_input_formats():
+    assert formats_for("mri") == ("fastmri", "ismrmrd") and formats_for("ct") == ("sinogram",)
+    assert formats_for(None) == ("dicom",)
+    assert RAW_LAYOUTS == ("fastmri", "ismrmrd", "sinogram")
+    assert format_label("fastmri") == "fastMRI k-space (HDF5)" and format_label("dicom") == "DICOM"
+    assert {f.kind for f in FORMATS} == {*RAW_LAYOUTS, "dicom"}
+    with pytest.raises(ValueError, match="unknown modality 'pet'"):
+        formats_for("pet")
+    with pytest.raises(ValueError, match="unknown input format 'nifti'"):
+        format_label("nifti")
 
 
 def _stored(tmp_path, *paths):

@@ -17,6 +17,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from pipelines.data import ImageVolume, InputError
+from pipelines.io.dicom_study import StudyInfo
 
 _ORIENTATION_TOL = 1e-4
 _SPACING_TOL = 0.05  # relative deviation of a slice gap from the median before it counts as non-uniform
@@ -134,8 +135,9 @@ def read_dicom_ct(paths: str | Path | Iterable[str | Path]) -> ImageVolume:
     lps[:3, 2] = step
     lps[:3, 3] = positions[0]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    study = StudyInfo.from_dataset(first)
     attrs = {"units": "HU", "modality": "CT", "source": str(paths) if isinstance(paths, (str, Path)) else "files",
              "source_files": [str(p) for p, _ in datasets], "series_instance_uid": str(series or ""),
-             "study_instance_uid": str(first.get("StudyInstanceUID", "")),
-             "patient_id": str(first.get("PatientID", "")), "slice_spacing_mm": float(np.linalg.norm(step))}
+             "study_instance_uid": study.study_instance_uid or "", "patient_id": study.patient_id or "",
+             "slice_spacing_mm": float(np.linalg.norm(step))}
     return ImageVolume(volume, affine, attrs)

@@ -1,5 +1,8 @@
 """Patient and study identity for written DICOM series: from a source DICOM dataset or request metadata.
 
+This module is the one place that reads a DICOM file's patient and study attributes (:func:`dataset_identity`,
+:func:`read_study_keywords`, :meth:`StudyInfo.from_dataset`); the service and the CT series reader use it.
+
 A reconstruction joins the study it was acquired in, so viewers and PACS file it next to the source images.
 Values from request metadata are checked against their DICOM value representations here, so a bad value is
 refused with a ``ValueError`` naming the field (the HTTP service turns it into a 422) instead of producing
@@ -13,10 +16,13 @@ import datetime
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
 from pydicom.uid import generate_uid
+
+from pipelines.data import InputError
 
 # DICOM keyword of each field, in the order of the Patient and General Study modules
 DICOM_KEYWORDS = {
@@ -32,6 +38,8 @@ DICOM_KEYWORDS = {
     "referring_physician_name": "ReferringPhysicianName",
     "study_id": "StudyID",
 }
+# StudyInfo field of each DICOM keyword
+FIELD_OF_KEYWORD = {keyword: name for name, keyword in DICOM_KEYWORDS.items()}
 
 _MAX_LENGTH = {"PN": 64, "LO": 64, "SH": 16}
 _VR = {"patient_name": "PN", "patient_id": "LO", "accession_number": "SH", "study_description": "LO",
@@ -59,11 +67,7 @@ class StudyInfo:
     @classmethod
     def from_dataset(cls, ds: Dataset) -> StudyInfo:
         """The patient and study of a source DICOM image (values copied unchanged, empty ones as None)."""
-        values = {}
-        for name, keyword in DICOM_KEYWORDS.items():
-            value = ds.get(keyword)
-            values[name] = str(value) if value is not None and str(value) != "" else None
-        return cls(**values)
+        return cls(**{FIELD_OF_KEYWORD[keyword]: value for keyword, value in dataset_identity(ds).items()})
 
     @classmethod
     def from_mapping(cls, metadata: Mapping[str, Any]) -> StudyInfo:
@@ -101,6 +105,31 @@ class StudyInfo:
 
     def to_mapping(self) -> dict[str, str | None]:
         return dataclasses.asdict(self)
+
+
+def dataset_identity(ds: Dataset) -> dict[str, str]:
+    """The patient and study attributes of a DICOM dataset, ``{DICOM keyword: value as text}``, in the order of
+    :data:`DICOM_KEYWORDS`; missing and empty ones left out, values unchanged."""
+    values = {}
+    for keyword in DICOM_KEYWORDS.values():
+        value = ds.get(keyword)
+        if value is not None and str(value) != "":
+            values[keyword] = str(value)
+    return values
+
+
+def read_study_keywords(path: str | Path) -> dict[str, str]:
+    """The patient and study attributes of a DICOM file, ``{DICOM keyword: value}``, stripped of surrounding
+    blanks; empty ones left out. Pixel data is not read. ``InputError`` for a file that is not readable DICOM."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as err:
+        raise InputError(str(path), f"not a readable DICOM file ({err})") from err
+    stripped = {keyword: value.strip() for keyword, value in dataset_identity(ds).items()}
+    return {keyword: value for keyword, value in stripped.items() if value}
 
 
 def is_valid_uid(value: str) -> bool:

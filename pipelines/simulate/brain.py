@@ -1,4 +1,4 @@
-"""Brain anatomy from the ICBM152 2009 template packaged inside nilearn.
+"""Brain anatomy from the ICBM152 2009 template packaged inside nilearn (read by ``pipelines.simulate.template``).
 
 The template (1 mm, 197 x 233 x 189, brain-extracted) gives a T1 image and grey/white-matter
 probability maps; CSF is the rest of the brain mask. Tissue fractions make several contrasts:
@@ -11,9 +11,10 @@ probability maps; CSF is the rest of the brain mask. Tissue fractions make sever
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
+
+from pipelines.simulate.template import load_icbm152
 
 CONTRASTS = ("t1", "t2", "pd", "flair")
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -27,30 +28,12 @@ TISSUE_SIGNAL = {
 CUBE_MM = 240  # the template is padded to a 240 mm cube: the simulated field of view
 
 
-def template_dir() -> Path:
-    try:
-        import nilearn.datasets
-    except ImportError as err:
-        raise RuntimeError("brain simulation needs nilearn's packaged template: "
-                           "pip install 'recon-service[data]'") from err
-    return Path(nilearn.datasets.__file__).parent / "data"
-
-
 @lru_cache(maxsize=1)
 def load_template() -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Tissue volumes (z, y, x) in [0, 1] padded to a 240^3 cube, and the cube's voxel-to-RAS affine
-    for (i=x, j=y, k=z) indices."""
-    import nibabel as nib
-
-    base = template_dir()
-    maps, affine = {}, None
-    for key in ("t1", "gm", "wm"):
-        path = base / f"mni_icbm152_{key}_tal_nlin_sym_09a_converted.nii.gz"
-        if not path.exists():
-            raise RuntimeError(f"template file missing: {path}")
-        image = nib.load(str(path))
-        maps[key] = (np.asarray(image.get_fdata(dtype=np.float32)) / 255.0).transpose(2, 1, 0)
-        affine = np.asarray(image.affine, dtype=np.float64)
+    for (i=x, j=y, k=z) indices. ``InputError`` naming what to install when the template is missing."""
+    raw, affine = load_icbm152()
+    maps = {key: (volume / 255.0).transpose(2, 1, 0) for key, volume in raw.items()}
     shape = np.array(maps["t1"].shape)  # (z, y, x)
     before = (CUBE_MM - shape) // 2
     pads = [(int(b), int(CUBE_MM - s - b)) for b, s in zip(before, shape, strict=True)]

@@ -49,12 +49,12 @@ from models.physics.ct.projector import CTProjector
 from pipelines.ct_units import MU_WATER, hu_to_mu
 from pipelines.data import CTAcquisition, ImageVolume, InputError
 from pipelines.io.sinogram import write_sinogram
+from pipelines.simulate.template import load_icbm152
 
 PHANTOM_FOV_MM = 256.0
 BRAIN_FOV_MM = 256.0
 BRAIN_SLAB_CENTRES_MM = (-10.0, 15.0, 40.0)
 NUM_ELLIPSOID_VOLUMES = 3
-_NILEARN_MAPS = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 
 Progress = Callable[[int, int], None]
 
@@ -105,24 +105,14 @@ def _ellipsoid_volume(ellipsoids_hu: np.ndarray, size: int, slices: int, z_range
 
 # ---- pseudo-CT brain ---------------------------------------------------------------------------------------
 
-def _nilearn_data_dir() -> Path:
-    try:
-        import nilearn
-    except ImportError as err:  # the 'data' extra
-        raise InputError("brain", "the brain template needs nilearn (pip install 'recon-service[data]')") from err
-    return Path(nilearn.__file__).parent / "datasets" / "data"
-
-
 @functools.lru_cache(maxsize=1)
 def brain_pseudo_ct() -> tuple[np.ndarray, np.ndarray]:
-    """HU volume on the ICBM152 1 mm grid, NIfTI axis order ``(x, y, z)``, and its affine (MNI mm)."""
-    import nibabel as nib
-
-    data_dir = _nilearn_data_dir()
-    images = {k: nib.load(str(data_dir / _NILEARN_MAPS.format(k))) for k in ("t1", "gm", "wm")}
-    t1 = np.asarray(images["t1"].get_fdata(dtype=np.float32))
-    gm = np.asarray(images["gm"].get_fdata(dtype=np.float32)) / 255.0
-    wm = np.asarray(images["wm"].get_fdata(dtype=np.float32)) / 255.0
+    """HU volume on the ICBM152 1 mm grid, NIfTI axis order ``(x, y, z)``, and its affine (MNI mm).
+    ``InputError`` naming what to install when the template (nilearn, the 'data' extra) is missing."""
+    maps, affine = load_icbm152()
+    t1 = maps["t1"]
+    gm = maps["gm"] / 255.0
+    wm = maps["wm"] / 255.0
     brain = t1 > 0
     csf = np.clip(brain.astype(np.float32) - gm - wm, 0.0, 1.0)
     hu = np.full(t1.shape, -1000.0, dtype=np.float32)
@@ -131,7 +121,7 @@ def brain_pseudo_ct() -> tuple[np.ndarray, np.ndarray]:
     hu[(outside > 0) & (outside <= 2)] = 8.0
     hu[(outside > 2) & (outside <= 8)] = 1000.0
     hu[(outside > 8) & (outside <= 12)] = 40.0
-    return hu, np.asarray(images["t1"].affine, dtype=np.float64)
+    return hu, affine
 
 
 def _resample(hu: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, shape: tuple[int, int, int],

@@ -15,19 +15,15 @@ from typing import Any
 import h5py
 
 from pipelines.data import InputError
-from pipelines.io.detect import detect_layout, load_acquisition
-from pipelines.io.dicom_study import DICOM_KEYWORDS, StudyInfo, is_valid_uid
+from pipelines.io.detect import DICOM, detect_layout, format_label, load_acquisition
+from pipelines.io.dicom_study import DICOM_KEYWORDS, FIELD_OF_KEYWORD, StudyInfo, is_valid_uid, read_study_keywords
 from recon_service.jobs.catalog import PipelineInfo
 from recon_service.jobs.store import NewInput
 from recon_service.storage import StoredFile
 
-DICOM = "dicom"
-KIND_NAMES = {"fastmri": "fastMRI k-space (HDF5)", "ismrmrd": "ISMRMRD raw data (HDF5)",
-              "sinogram": "CT sinogram (HDF5)", DICOM: "DICOM"}
 # patient and study attributes a DICOM file may contribute to the job's ``study``
 # the study of a job is kept with DICOM keywords as keys (PatientName, StudyInstanceUID, ...)
 STUDY_KEYWORDS = tuple(DICOM_KEYWORDS.values())
-_FIELD_OF_KEYWORD = {keyword: name for name, keyword in DICOM_KEYWORDS.items()}
 _IDENTITY = ("StudyInstanceUID", "PatientID")
 
 
@@ -73,33 +69,17 @@ def check_raw(path: str | Path, kind: str) -> None:
     except InputError:
         raise
     except Exception as err:  # h5py/numpy errors on malformed content
-        raise InputError(str(path), f"could not be read as {KIND_NAMES[kind]} ({type(err).__name__}: {err})") from err
-
-
-def read_dicom_study(path: str | Path) -> dict[str, str]:
-    """The patient/study attributes of a DICOM file (empty ones left out)."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as err:
-        raise InputError(str(path), f"not a readable DICOM file ({err})") from err
-    study = {}
-    for keyword in STUDY_KEYWORDS:
-        value = ds.get(keyword)
-        if value is not None and str(value).strip():
-            study[keyword] = str(value).strip()
-    return study
+        raise InputError(str(path), f"could not be read as {format_label(kind)} ({type(err).__name__}: {err})") \
+            from err
 
 
 def study_info(study: dict[str, Any]) -> StudyInfo:
     """A job's study (DICOM keywords as keys) as a checked :class:`StudyInfo`; ValueError naming the field."""
-    unknown = sorted(set(study) - set(_FIELD_OF_KEYWORD))
+    unknown = sorted(set(study) - set(FIELD_OF_KEYWORD))
     if unknown:
         raise ValueError(f"unknown study field(s) {', '.join(map(repr, unknown))}; known: {', '.join(STUDY_KEYWORDS)}")
     try:
-        return StudyInfo.from_mapping({_FIELD_OF_KEYWORD[k]: v for k, v in study.items()})
+        return StudyInfo.from_mapping({FIELD_OF_KEYWORD[k]: v for k, v in study.items()})
     except ValueError as err:  # name the field the way the client sent it
         message = str(err)
         for name, keyword in DICOM_KEYWORDS.items():
@@ -158,7 +138,7 @@ def check_submission(pipeline: PipelineInfo, files: list[StoredFile],
         try:
             kind = detect_kind(stored.path)
             if kind == DICOM:
-                dicom.append((stored, read_dicom_study(stored.path)))
+                dicom.append((stored, read_study_keywords(stored.path)))
             elif kind in pipeline.input_kinds:
                 raw.append((stored, kind))
             else:
@@ -168,10 +148,10 @@ def check_submission(pipeline: PipelineInfo, files: list[StoredFile],
         except RejectedInput as err:
             raise RejectedInput(f"{_label(stored)}: {err}", err.unsupported) from err
         inputs.append(NewInput(stored.name, stored.relpath, stored.size, stored.sha256, kind))
-    wanted = " or ".join(KIND_NAMES[k] for k in pipeline.input_kinds)
+    wanted = " or ".join(format_label(k) for k in pipeline.input_kinds)
     if wrong:
         stored, kind = wrong[0]
-        raise RejectedInput(f"{_label(stored)} is {KIND_NAMES[kind]}, but pipeline {pipeline.name!r} "
+        raise RejectedInput(f"{_label(stored)} is {format_label(kind)}, but pipeline {pipeline.name!r} "
                             f"({pipeline.modality.upper()}) takes {wanted}")
     if not raw:
         raise RejectedInput(f"no raw-data file: pipeline {pipeline.name!r} needs one {wanted} file "
