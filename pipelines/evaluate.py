@@ -76,6 +76,17 @@ def evaluate_directory(directory: str | Path, methods: Sequence[str],
     return {"dataset": str(directory), **summary}
 
 
+def format_summary(summary: dict[str, Any]) -> str:
+    """The methods of a summary (:func:`evaluate_directory`) as a text table: PSNR, SSIM, NMSE (mean ± std over
+    volumes) and seconds per slice."""
+    lines = [f"{'method':<18} {'PSNR (dB)':>16} {'SSIM':>16} {'NMSE':>18} {'s/slice':>9}"]
+    for name, m in summary["methods"].items():
+        lines.append(f"{name:<18} {m['psnr']['mean']:>8.2f} ± {m['psnr']['std']:<5.2f} "
+                     f"{m['ssim']['mean']:>8.4f} ± {m['ssim']['std']:<5.3f} "
+                     f"{m['nmse']['mean']:>9.5f} ± {m['nmse']['std']:<6.4f} {m['seconds_per_slice']:>9.3f}")
+    return "\n".join(lines)
+
+
 HELD_OUT_SETS = ("test", "test-orientation", "test-contrast")
 ACCELERATIONS = ("4x", "8x")
 

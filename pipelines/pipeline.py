@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +9,7 @@ from typing import Any
 
 from pipelines.data import CTAcquisition, ImageVolume, MRIAcquisition
 from pipelines.io.mrd_header import header_mr_parameters
-from pipelines.io.nifti import write_nifti
-from pipelines.io.png import write_png
+from pipelines.io.outputs import write_volume_outputs
 from pipelines.metrics import evaluate_volume
 from pipelines.reconstructors import Progress, get
 
@@ -73,10 +71,6 @@ def reconstruct_file(path: str | Path, method: str, out: str | Path, params: dic
     acq = load(path)
     result = reconstruct(acq, method, params, progress)
     nifti, png, metrics_path = output_paths(path, method, out)
-    magnitude = result.volume.magnitude()
-    result.outputs["nifti"] = write_nifti(nifti, magnitude, result.volume.affine)
-    result.outputs["png"] = write_png(png, magnitude)
-    if result.metrics is not None:
-        metrics_path.write_text(json.dumps({"method": method, "source": str(path), **result.metrics}, indent=2))
-        result.outputs["metrics"] = metrics_path
+    result.outputs.update(write_volume_outputs(result.volume, nifti, png, metrics_path, result.metrics,
+                                               {"method": method, "source": str(path)}))
     return result

@@ -61,15 +61,11 @@ class _Bar:
 # ---------------------------------------------------------------- simulate
 
 def _write_mri_set(out: Path, specs, cfg) -> list[Path]:
-    from pipelines.io.fastmri import write_fastmri
-    from pipelines.simulate.mri import simulate
+    """``pipelines.simulate.mri.write_set`` with a progress bar on stderr."""
+    from pipelines.simulate.mri import write_set
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for spec, acq in tqdm(simulate(specs, cfg), total=len(specs), desc=f"simulating {out.name}", unit="file",
-                          file=sys.stderr):
-        written.append(write_fastmri(out / spec.file_name, acq))
-    return written
+    with tqdm(total=len(specs), desc=f"simulating {out.name}", unit="file", file=sys.stderr) as bar:
+        return write_set(out, specs, cfg, progress=lambda done, total: bar.update(done - bar.n))
 
 
 def cmd_simulate_mri(args: argparse.Namespace) -> int:
@@ -145,17 +141,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"{'method':<18} {'PSNR (dB)':>16} {'SSIM':>16} {'NMSE':>18} {'s/slice':>9}"]
-    for name, m in summary["methods"].items():
-        lines.append(f"{name:<18} {m['psnr']['mean']:>8.2f} ± {m['psnr']['std']:<5.2f} "
-                     f"{m['ssim']['mean']:>8.4f} ± {m['ssim']['std']:<5.3f} "
-                     f"{m['nmse']['mean']:>9.5f} ± {m['nmse']['std']:<6.4f} {m['seconds_per_slice']:>9.3f}")
-    return "\n".join(lines)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipelines.evaluate import dataset_files, evaluate_directory
+    from pipelines.evaluate import dataset_files, evaluate_directory, format_summary
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:

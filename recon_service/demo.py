@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from recon_service.cli import _write_mri_set, format_summary
+from pipelines.evaluate import format_summary
 
 DEMO_MRI_METHODS = ("zero-filled", "cg-sense", "l1-wavelet", "rim", "recurrentvarnet")
 DEMO_CT_METHODS = ("fbp", "sirt", "admm-tv")
@@ -27,6 +27,14 @@ def _mri_methods() -> list[str]:
 
     shipped = {card["id"] for card in list_models()}
     return [m for m in DEMO_MRI_METHODS if m not in DEFAULT_MODELS or DEFAULT_MODELS[m] in shipped]
+
+
+def _write_mri_set(out: Path, specs: list, cfg) -> list[Path]:
+    """``pipelines.simulate.mri.write_set`` with a progress bar on stderr."""
+    from pipelines.simulate.mri import write_set
+
+    with tqdm(total=len(specs), desc=f"simulating {out.name}", unit="file", file=sys.stderr) as bar:
+        return write_set(out, specs, cfg, progress=lambda done, total: bar.update(done - bar.n))
 
 
 def _report(out: Path, title: str, name: str, summary: dict) -> None:

@@ -118,3 +118,15 @@ def test_gamma_augmentation_changes_contrast_but_keeps_tissue_order():
     assert len(drawn) == 6 and all(0.5 <= g <= 2.0 for g in drawn)
     with pytest.raises(ValueError, match="gamma range"):
         replace(CFG, gamma_range=(2.0, 1.0)).validate()
+
+
+def test_write_set_writes_fastmri_files_and_reports_progress(tmp_path):
+    from pipelines.io.fastmri import read_fastmri
+
+    specs = mri.plan("test", ("t1",), ("axial",), (4.0,), CFG, max_files=2)
+    calls = []
+    paths = mri.write_set(tmp_path / "set", specs, CFG, progress=lambda done, total: calls.append((done, total)))
+    assert [p.name for p in paths] == [s.file_name for s in specs] and calls == [(1, 2), (2, 2)]
+    acq = read_fastmri(paths[0])
+    expected = mri.simulate_slab("t1", "axial", specs[0].first_index, 4.0, CFG, specs[0].seed)
+    assert np.array_equal(acq.kspace, expected.kspace) and np.array_equal(acq.reference, expected.reference)

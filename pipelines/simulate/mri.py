@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -209,6 +210,17 @@ def simulate(specs: list[SlabSpec], cfg: MRISimulationConfig,
                                   spec.seed)
         if progress:
             progress(n + 1, len(specs))
+
+
+def write_set(out: str | Path, specs: list[SlabSpec], cfg: MRISimulationConfig,
+              progress: Callable[[int, int], None] | None = None) -> list[Path]:
+    """Simulate ``specs`` and write each slab as a fastMRI HDF5 file ``out/spec.file_name`` (``out`` is created);
+    ``progress(done, total)`` after each file. Returns the written paths, in the order of ``specs``."""
+    from pipelines.io.fastmri import write_fastmri
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return [write_fastmri(out / spec.file_name, acq) for spec, acq in simulate(specs, cfg, progress)]
 
 
 # training slabs are simulated this many times (other coils, phase, tissue signal, noise)

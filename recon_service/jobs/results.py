@@ -8,7 +8,6 @@ run left behind.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,8 +18,7 @@ from typing import Any
 from pipelines.data import ImageVolume
 from pipelines.io.dicom_series import Provenance, write_dicom_series, zip_series
 from pipelines.io.dicom_study import StudyInfo
-from pipelines.io.nifti import write_nifti
-from pipelines.io.png import write_png
+from pipelines.io.outputs import write_volume_outputs
 
 RESULTS_DIR = "results"
 FILES = {"nifti": "recon.nii.gz", "png": "preview.png", "metrics": "metrics.json", "dicom": "series.zip"}
@@ -67,15 +65,9 @@ def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dic
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    magnitude = volume.magnitude()
-    written = [write_nifti(staging / FILES["nifti"], magnitude, volume.affine),
-               write_png(staging / FILES["png"], magnitude)]
-    formats = ["nifti", "png"]
-    if metrics is not None:
-        path = staging / FILES["metrics"]
-        path.write_text(json.dumps({**(info or {}), **metrics}, indent=2) + "\n")
-        written.append(path)
-        formats.append("metrics")
+    outputs = write_volume_outputs(volume, staging / FILES["nifti"], staging / FILES["png"],
+                                   staging / FILES["metrics"], metrics, info)
+    written, formats = list(outputs.values()), list(outputs)
     if dicom is not None:
         series = write_dicom_series(volume, staging / DICOM_DIR, DICOM_MODALITY[dicom.modality], dicom.study,
                                     dicom.provenance, series_description=dicom.series_description)
