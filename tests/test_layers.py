@@ -183,9 +183,6 @@ def test_layers_point_down() -> None:
 
 
 def test_no_import_cycles() -> None:
-    # Known to remain (outside this change's files): recon_service.security.tokens <-> recon_service.security.oidc
-    # (tokens imports OIDCValidator under TYPE_CHECKING, oidc imports SCOPES and Principal from tokens). It fails
-    # this test until it is fixed, e.g. Principal/SCOPES in their own module, or a Protocol for the validator.
     graph = import_graph()
     found = cycles(graph)
     assert not found, ("import cycles between project modules (each group imports itself through the others):\n"

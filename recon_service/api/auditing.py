@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from recon_service.security.tokens import Principal
+from recon_service.security.principal import Principal
 
 LOG = logging.getLogger(__name__)
 AUDIT_KEY = "x-audit-action"

@@ -2,7 +2,8 @@
 
 from recon_service.security.deps import require_scope
 from recon_service.security.oidc import OIDCValidator
-from recon_service.security.tokens import SCOPES, Authenticator, Principal, hash_token, parse_static_tokens
+from recon_service.security.principal import SCOPES, Principal
+from recon_service.security.tokens import Authenticator, hash_token, parse_static_tokens
 
 __all__ = ["SCOPES", "Authenticator", "OIDCValidator", "Principal", "hash_token", "parse_static_tokens",
            "require_scope"]

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from recon_service.security.tokens import SCOPES, Principal
+from recon_service.security.principal import SCOPES, Principal
 
 bearer = HTTPBearer(auto_error=False, description="API token or OIDC JWT")
 

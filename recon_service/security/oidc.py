@@ -17,7 +17,7 @@ import jwt
 from jwt import PyJWKClient
 from jwt.exceptions import PyJWKClientConnectionError, PyJWKClientError
 
-from recon_service.security.tokens import SCOPES, Principal
+from recon_service.security.principal import SCOPES, Principal
 from recon_service.settings import Settings
 
 ALGORITHMS = ("RS256", "ES256")

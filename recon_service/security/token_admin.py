@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from recon_service.db.schema import ApiToken
 from recon_service.jobs.store import utcnow
-from recon_service.security.tokens import SCOPES, hash_token, parse_scopes
+from recon_service.security.principal import SCOPES
+from recon_service.security.tokens import hash_token, parse_scopes
 
 TOKEN_PREFIX = "recon_"
 # names appear as the actor in the audit log; ':' is reserved for "oidc:<sub>", static-<n> for RECON_API_TOKENS

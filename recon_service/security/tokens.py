@@ -7,30 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from recon_service.db.schema import ApiToken
+from recon_service.security.principal import SCOPES, Principal
 
 if TYPE_CHECKING:
     from recon_service.security.oidc import OIDCValidator
 
-SCOPES = ("jobs:submit", "jobs:read", "review", "admin")
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a token name (never the token itself) and the scopes it grants."""
-
-    name: str
-    scopes: frozenset[str]
-    source: str  # "static", "database" or "oidc"
-
-    def allows(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
 
 
 def hash_token(token: str) -> str:
