@@ -1,7 +1,13 @@
-"""A small linear-operator abstraction: solvers take operators, not functions of a modality.
+"""A small linear-operator algebra: solvers take operators, not functions of a modality.
 
-An operator maps tensors of ``ishape``-like layout to ``oshape``-like layout and knows its adjoint.
-Composition (``A @ B``), scaling and sums build new operators, in the spirit of sigpy's ``Linop``.
+An operator maps tensors of one layout to another and knows its adjoint, in the spirit of sigpy's ``Linop``:
+
+* ``A @ B`` composition, ``A.H`` adjoint, ``s * A`` scaling, ``A + B`` / ``A - B`` sums;
+* ``A.N`` the normal operator ``A^H A`` (Hermitian, so ``A.N.H`` is ``A.N``), built on ``A.normal`` so a subclass's
+  cheaper normal form (e.g. SENSE without FFT shifts) is kept;
+* ``Identity`` and ``Multiply(w)`` (diagonal: ``x -> w x``, adjoint ``y -> conj(w) y``).
+
+Every operator should pass ``dot_product_test``: ``<A x, y> = <x, A^H y>``.
 """
 
 from __future__ import annotations
@@ -31,13 +37,31 @@ class LinearOperator:
     def H(self) -> LinearOperator:  # noqa: N802 - the conventional name for the adjoint
         return _Adjoint(self)
 
+    @property
+    def N(self) -> LinearOperator:  # noqa: N802 - the conventional name for the normal operator
+        """``A^H A`` as an operator (forward and adjoint both ``self.normal``)."""
+        return _Normal(self)
+
     def __matmul__(self, other: LinearOperator) -> LinearOperator:
         return _Composition(self, other)
 
-    def __mul__(self, scale: float) -> LinearOperator:
+    def __mul__(self, scale: float | complex | torch.Tensor) -> LinearOperator:
         return _Scaled(self, scale)
 
     __rmul__ = __mul__
+
+    def __neg__(self) -> LinearOperator:
+        return _Scaled(self, -1.0)
+
+    def __add__(self, other: LinearOperator) -> LinearOperator:
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return _Sum(self, other)
+
+    def __sub__(self, other: LinearOperator) -> LinearOperator:
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return _Sum(self, _Scaled(other, -1.0))
 
 
 class FunctionOperator(LinearOperator):
@@ -56,11 +80,40 @@ class FunctionOperator(LinearOperator):
 
 
 class Identity(LinearOperator):
+    """``I x = x`` (returns its input, not a copy)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return y
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Multiply(LinearOperator):
+    """Diagonal operator ``x -> w x`` (elementwise, ``w`` broadcast); adjoint ``y -> conj(w) y``, normal ``|w|^2 x``.
+
+    ``w`` must broadcast to the input's shape without enlarging it (the adjoint does not sum over broadcast axes).
+    """
+
+    def __init__(self, weights: torch.Tensor):
+        self.weights = weights
+        self._conj = weights.conj().resolve_conj() if weights.is_complex() else weights
+        self._abs2 = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weights
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self._conj
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        if self._abs2 is None:
+            w = self.weights
+            self._abs2 = w.real.square() + w.imag.square() if w.is_complex() else w * w
+        return x * self._abs2
 
 
 class _Adjoint(LinearOperator):
@@ -73,6 +126,25 @@ class _Adjoint(LinearOperator):
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return self.op.forward(y)
 
+    @property
+    def H(self) -> LinearOperator:  # noqa: N802
+        return self.op
+
+
+class _Normal(LinearOperator):
+    def __init__(self, op: LinearOperator):
+        self.op = op
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op.normal(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.op.normal(y)
+
+    @property
+    def H(self) -> LinearOperator:  # noqa: N802
+        return self
+
 
 class _Composition(LinearOperator):
     def __init__(self, outer: LinearOperator, inner: LinearOperator):
@@ -84,16 +156,47 @@ class _Composition(LinearOperator):
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return self.inner.adjoint(self.outer.adjoint(y))
 
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        # (B C)^H (B C) = C^H (B^H B) C: keeps the outer operator's fast normal form
+        return self.inner.adjoint(self.outer.normal(self.inner.forward(x)))
+
 
 class _Scaled(LinearOperator):
-    def __init__(self, op: LinearOperator, scale: float):
+    def __init__(self, op: LinearOperator, scale: float | complex | torch.Tensor):
         self.op, self.scale = op, scale
+        if isinstance(scale, torch.Tensor):
+            self._conj = scale.conj()
+        else:
+            self._conj = scale.conjugate() if isinstance(scale, complex) else scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * self.op.forward(x)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return self.scale * self.op.adjoint(y)
+        return self._conj * self.op.adjoint(y)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        return abs(self.scale) ** 2 * self.op.normal(x)
+
+
+class _Sum(LinearOperator):
+    def __init__(self, first: LinearOperator, second: LinearOperator):
+        self.first, self.second = first, second
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.first.forward(x) + self.second.forward(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.first.adjoint(y) + self.second.adjoint(y)
+
+
+def as_operator(op: LinearOperator | Callable[[torch.Tensor], torch.Tensor]) -> LinearOperator:
+    """``op`` itself, or a callable wrapped as a self-adjoint operator (for Hermitian maps such as ``A^H A``)."""
+    if isinstance(op, LinearOperator):
+        return op
+    if callable(op):
+        return FunctionOperator(op, op)
+    raise TypeError(f"expected a LinearOperator or a callable, got {type(op).__name__}")
 
 
 def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

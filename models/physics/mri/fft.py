@@ -6,6 +6,8 @@ Two implementations of the same transform:
 
       fft2c(x) = fftshift(fft2(ifftshift(x), norm="ortho"))
 
+  and ``FFT2c``, the same pair as a ``LinearOperator`` (unitary: its normal operator is the identity).
+
 * ``fft2c_matmul`` / ``ifft2c_matmul`` on real tensors with complex in a trailing axis of size 2,
   written as two matrix products with the centered DFT matrix::
 
@@ -20,6 +22,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from models.physics.linop import LinearOperator
 
 _IMAGE_DIMS = (-2, -1)
 
@@ -36,6 +40,19 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
     k = torch.fft.ifftshift(k, dim=_IMAGE_DIMS)
     k = torch.fft.ifft2(k, dim=_IMAGE_DIMS, norm="ortho")
     return torch.fft.fftshift(k, dim=_IMAGE_DIMS)
+
+
+class FFT2c(LinearOperator):
+    """The centered orthonormal 2D FFT over the last two axes as an operator: ``F``, ``F^H = ifft2c``, ``F^H F = I``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fft2c(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return ifft2c(y)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 def centered_dft_matrix(n: int, inverse: bool = False, dtype: torch.dtype = torch.float32,
