@@ -2,18 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.classical.ct import (
-    admm_tv_2d,
-    admm_tv_3d,
-    cgls,
-    fbp,
-    forward_difference,
-    forward_difference_adjoint,
-    sirt,
-    tuned_admm_settings,
-)
+from models.classical.ct import admm_tv_2d, admm_tv_3d, cgls, fbp, sirt, tuned_admm_settings
 from models.physics.ct import CTProjector, fan_beam, parallel_beam
 from models.physics.ct.phantom import ellipses_sinogram, rasterise, shepp_logan_ellipsoids
+from models.physics.finite_difference import forward_difference, forward_difference_adjoint
 
 MU = 0.02  # 1/mm: the phantom in attenuation units
 

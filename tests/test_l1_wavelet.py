@@ -1,6 +1,5 @@
 """Wavelet transform, proximal-gradient solvers, L1-wavelet reconstruction, torch ESPIRiT."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +8,9 @@ from skimage.metrics import structural_similarity
 
 from models.classical.l1_wavelet import l1_wavelet, lipschitz_bound
 from models.classical.mri import cg_sense, zero_filled
-from models.optim.fista import proximal_gradient, soft_threshold
-from models.physics.linop import dot_product_test
+from models.optim.fista import proximal_gradient
+from models.optim.prox import soft_threshold
+from models.physics.linop import FunctionOperator, Identity, dot_product_test
 from models.physics.mri.fft import fft2c
 from models.physics.mri.masks import random_column_mask
 from models.physics.mri.sense import SenseOperator, SoftSenseOperator, fast_normal
@@ -73,7 +73,7 @@ def test_prox_gradient_soft_threshold_identity_case(method):
     # min 1/2 ||x - y||^2 + lam ||x||_1 has the closed form soft(y, lam)
     y = _crandn(50)
     lam = 0.7
-    x = proximal_gradient(lambda x: x - y, lambda v, t: soft_threshold(v, lam * t), torch.zeros_like(y),
+    x = proximal_gradient(Identity(), y, lambda v, t: soft_threshold(v, lam * t), torch.zeros_like(y),
                           step=0.5, max_iter=60, method=method)
     expected = y * torch.clamp(1 - lam / y.abs(), min=0)
     assert torch.allclose(x, expected, atol=1e-5)
@@ -88,7 +88,8 @@ def test_prox_gradient_solves_lasso_kkt(method):
     lam = 2.0
     lipschitz = float(torch.linalg.matrix_norm(a, ord=2)) ** 2
     calls = []
-    x = proximal_gradient(lambda x: a.T @ (a @ x - b), lambda v, t: soft_threshold(v, lam * t),
+    dense = FunctionOperator(lambda x: a @ x, lambda r: a.T @ r)
+    x = proximal_gradient(dense, b, lambda v, t: soft_threshold(v, lam * t),
                           torch.zeros(20, dtype=torch.float64), step=1 / lipschitz, max_iter=3000, method=method,
                           callback=lambda i, n: calls.append((i, n)))
     assert calls[0] == (1, 3000) and calls[-1] == (3000, 3000)
@@ -101,9 +102,13 @@ def test_prox_gradient_solves_lasso_kkt(method):
 
 def test_solver_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown method"):
-        proximal_gradient(lambda x: x, lambda v, t: v, torch.zeros(3), 1.0, 5, method="adam")
+        proximal_gradient(lambda x: x, None, lambda v, t: v, torch.zeros(3), 1.0, 5, method="adam")
     with pytest.raises(ValueError, match="step"):
-        proximal_gradient(lambda x: x, lambda v, t: v, torch.zeros(3), 0.0, 5)
+        proximal_gradient(lambda x: x, None, lambda v, t: v, torch.zeros(3), 0.0, 5)
+    with pytest.raises(ValueError, match="needs the data"):
+        proximal_gradient(Identity(), None, lambda v, t: v, torch.zeros(3), 1.0, 5)
+    with pytest.raises(ValueError, match="y must be None"):
+        proximal_gradient(lambda x: x, torch.zeros(3), lambda v, t: v, torch.zeros(3), 1.0, 5)
 
 
 # --------------------------------------------------------------------------- SENSE operators
@@ -115,8 +120,10 @@ def test_fast_normal_matches_shifted_operator(shape, sets):
     mask = (torch.rand(1, shape[-1], generator=torch.Generator().manual_seed(1)) > 0.5).float()
     op = SoftSenseOperator(maps, mask) if sets else SenseOperator(maps, mask)
     x = _crandn(*(shape[:-3] + shape[-2:]), seed=2)
-    ref = op.normal(x)
+    ref = op.adjoint(op.forward(x))  # the composed, shifted M F S
     assert torch.allclose(fast_normal(maps, mask, sets)(x), ref, atol=1e-4 * float(ref.abs().max()))
+    assert torch.allclose(op.normal(x), ref, atol=1e-4 * float(ref.abs().max()))
+    assert torch.allclose(op.N(x), ref, atol=1e-4 * float(ref.abs().max()))
 
 
 def test_soft_sense_operator_dot_test_and_single_set():
@@ -208,16 +215,13 @@ def test_lipschitz_bound_of_orthogonal_sets_is_one():
 
 # --------------------------------------------------------------------------- ranking on a small brain
 
-BRAIN_T1 = (Path(__import__("nilearn").__file__).parent / "datasets" / "data"
-            / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
-
-
 def _small_brain(size=128, coils=8, noise=0.01, seed=0):
-    import nibabel as nib
     import sigpy.mri
     from skimage.transform import resize
 
-    volume = np.asarray(nib.load(str(BRAIN_T1)).dataobj, dtype=np.float32)
+    from pipelines.simulate.template import load_icbm152
+
+    volume = load_icbm152()[0]["t1"]
     axial = np.rot90(volume[:, :, 100])
     side = max(axial.shape)
     square = np.zeros((side, side), np.float32)

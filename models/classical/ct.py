@@ -1,5 +1,6 @@
 """Classical CT reconstructions: FBP, SIRT, CGLS and ADMM-TV (2D per slice, 3D with TV along z).
 
+ADMM-TV and CGLS are the generic ``models.classical.tv.admm_tv`` and ``models.optim.cgls.cgls`` on the projector.
 All take a sinogram ``y`` of shape ``(slices, views, detectors)`` and a ``CTProjector`` ``A`` (or, for FBP, its
 geometry) and return volumes ``(slices, ny, nx)`` in the units of the projected image (1/mm for attenuation).
 Iterative methods accept ``progress(done, total)``.
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from models.optim.cg import conjugate_gradient, max_eigenvalue
+from models.classical.tv import admm_tv
+from models.optim.cg import max_eigenvalue
+from models.optim.cgls import cgls as generic_cgls
 from models.physics.ct.fbp import filtered_backprojection
 from models.physics.ct.geometry import Geometry
 from models.physics.ct.projector import CTProjector
@@ -54,64 +57,8 @@ def sirt(sinogram: torch.Tensor, op: CTProjector, iterations: int = 100, nonneg:
 def cgls(sinogram: torch.Tensor, op: CTProjector, iterations: int = 20, x0: torch.Tensor | None = None,
          progress: Progress | None = None) -> torch.Tensor:
     """CGLS (CG on the normal equations ``A^T A x = A^T y`` in its stable least-squares form), each slice with
-    its own step sizes. Unregularised: the iteration count is the regulariser (early stopping)."""
-    dims = (1, 2)
-    x = torch.zeros(sinogram.shape[0], *op.image_shape, device=sinogram.device, dtype=sinogram.dtype) \
-        if x0 is None else x0.clone()
-    r = sinogram - op.forward(x) if x0 is not None else sinogram.clone()
-    s = op.adjoint(r)
-    p = s.clone()
-    gamma = (s * s).sum(dims, keepdim=True)
-    for it in range(iterations):
-        q = op.forward(p)
-        alpha = gamma / (q * q).sum(dims, keepdim=True).clamp_min(1e-30)
-        x = x + alpha * p
-        r = r - alpha * q
-        s = op.adjoint(r)
-        gamma_new = (s * s).sum(dims, keepdim=True)
-        p = s + (gamma_new / gamma.clamp_min(1e-30)) * p
-        gamma = gamma_new
-        if progress:
-            progress(it + 1, iterations)
-    return x
-
-
-# ---- total variation ----------------------------------------------------------------------------------------
-
-def forward_difference(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``x[k+1] - x[k]`` along ``dim``, 0 at the last index (Neumann boundary); same shape as ``x``."""
-    n = x.shape[dim]
-    out = torch.zeros_like(x)
-    torch.sub(x.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1), out=out.narrow(dim, 0, n - 1))
-    return out
-
-
-def forward_difference_adjoint(g: torch.Tensor, dim: int) -> torch.Tensor:
-    """Adjoint of ``forward_difference`` (minus the backward-difference divergence)."""
-    n = g.shape[dim]
-    inner = g.narrow(dim, 0, n - 1)
-    out = torch.zeros_like(g)
-    out.narrow(dim, 0, n - 1).sub_(inner)
-    out.narrow(dim, 1, n - 1).add_(inner)
-    return out
-
-
-def _grad(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    return torch.stack([forward_difference(x, d) for d in dims])
-
-
-def _grad_adjoint(g: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    return sum(forward_difference_adjoint(g[i], d) for i, d in enumerate(dims))
-
-
-def _group_shrink(v: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Proximal map of ``threshold * ||.||_2`` over the first axis (isotropic TV)."""
-    norm = torch.sqrt((v * v).sum(0, keepdim=True))
-    return v * (1 - threshold / norm.clamp_min(1e-12)).clamp_min(0)
-
-
-def _soft(v: torch.Tensor, threshold: float) -> torch.Tensor:
-    return torch.sign(v) * (v.abs() - threshold).clamp_min(0)
+    its own step sizes (``models.optim.cgls``). Unregularised: the iteration count is the regulariser."""
+    return generic_cgls(op, sinogram, x0=x0, iterations=iterations, batch_dims=sinogram.ndim - 2, progress=progress)
 
 
 def operator_norm2(op: CTProjector, iters: int = 30) -> float:
@@ -119,7 +66,7 @@ def operator_norm2(op: CTProjector, iters: int = 30) -> float:
     cached = getattr(op, "_norm2_cache", None)
     if cached is None:
         like = torch.zeros(op.image_shape, dtype=torch.float32)
-        cached = max_eigenvalue(op.normal, like, iters=iters)
+        cached = max_eigenvalue(op.N, like, iters=iters)
         op._norm2_cache = cached  # type: ignore[attr-defined]
     return float(cached)
 
@@ -164,41 +111,9 @@ def _admm_tv(sinogram: torch.Tensor, op: CTProjector, lam: float, lam_z: float, 
              progress: Progress | None) -> torch.Tensor:
     norm2 = operator_norm2(op)
     scale = image_scale(sinogram, op)
-    lam_abs, lam_z_abs, rho_abs = lam * norm2 * scale, lam_z * norm2 * scale, rho * norm2
-    dims = (0, 1, 2) if volume else (1, 2)          # difference axes of the (S, ny, nx) volume
-    use_z = volume and sinogram.shape[0] > 1
-    if not use_z:
-        dims = (1, 2)
-    aty = op.adjoint(sinogram)
-    x = torch.zeros_like(aty) if x0 is None else x0.clone()
-    z = _grad(x, dims)
-    u = torch.zeros_like(z)
-    zp, up = x.clamp_min(0), torch.zeros_like(x)
-    pos_weight = rho_abs if nonneg else 0.0
-
-    def normal(v: torch.Tensor) -> torch.Tensor:
-        out = op.normal(v) + rho_abs * _grad_adjoint(_grad(v, dims), dims)
-        return out + pos_weight * v if nonneg else out
-
-    for it in range(iterations):
-        rhs = aty + rho_abs * _grad_adjoint(z - u, dims)
-        if nonneg:
-            rhs = rhs + pos_weight * (zp - up)
-        # 3D couples the slices through D_z: one system; 2D: independent systems per slice
-        x = conjugate_gradient(normal, rhs, x0=x, max_iter=cg_iterations, batch_dims=0 if use_z else 1)
-        dx = _grad(x, dims)
-        v = dx + u
-        if use_z:
-            z = torch.cat([_soft(v[:1], lam_z_abs / rho_abs), _group_shrink(v[1:], lam_abs / rho_abs)])
-        else:
-            z = _group_shrink(v, lam_abs / rho_abs)
-        u = v - z
-        if nonneg:
-            zp = (x + up).clamp_min(0)
-            up = up + x - zp
-        if progress:
-            progress(it + 1, iterations)
-    return x.clamp_min(0) if nonneg else x
+    return admm_tv(op, sinogram, lam=lam * norm2 * scale, lam_z=lam_z * norm2 * scale, rho=rho * norm2,
+                   iterations=iterations, cg_iterations=cg_iterations, nonneg=nonneg, volume=volume, slice_axis=-3,
+                   x0=x0, progress=progress)
 
 
 def admm_tv_2d(sinogram: torch.Tensor, op: CTProjector, lam: float = 1e-3, rho: float = 1e-3, iterations: int = 100,

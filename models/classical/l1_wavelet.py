@@ -6,7 +6,8 @@ Solves, per slice,
 
 with ``F`` the centred orthonormal FFT, ``S`` the coil maps, ``M`` the mask, ``W`` an orthonormal
 Daubechies wavelet transform (``models.physics.wavelet``) and ``s`` the data scale (below), by an
-accelerated proximal-gradient method (``models.optim.fista``).
+accelerated proximal-gradient method (``models.optim.fista``) on the operator ``A = M F S``
+(``models.physics.mri.sense.SenseOperator``, whose normal ``A^H A`` is the shift-free fast form).
 
 Scaling: ``s`` is the ``scale_quantile`` quantile of ``|A^H y|`` (the zero-filled SENSE image) over the
 image, so ``lam`` is a fraction of a typical bright-tissue intensity and one default serves data of
@@ -35,8 +36,10 @@ from collections.abc import Callable
 
 import torch
 
-from models.optim.fista import METHODS, proximal_gradient, soft_threshold
-from models.physics.mri.sense import SenseOperator, SoftSenseOperator, fast_normal
+from models.optim.fista import METHODS, proximal_gradient
+from models.optim.prox import soft_threshold
+from models.physics.linop import FunctionOperator
+from models.physics.mri.sense import SenseOperator, SoftSenseOperator
 from models.physics.wavelet import WaveletTransform, approximation_mask, default_levels, dwt2, idwt2
 
 # Tuned on BART's phantom and the ICBM152 brain slice at 4x and 8x (benchmarks/mri_classical.py).
@@ -54,7 +57,8 @@ DEFAULTS = {
 }
 
 
-def _check_inputs(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor) -> None:
+def check_kspace_inputs(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming the problem unless k-space, mask and maps are complex, finite and match."""
     if not kspace.is_complex():
         raise ValueError(f"kspace must be a complex tensor, got dtype {kspace.dtype}")
     if kspace.ndim < 3:
@@ -118,7 +122,7 @@ def l1_wavelet(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, lam
     then the small final ``lam`` keeps detail); ``x0``: start image (default: zero-filled ``A^H y``);
     ``seed``: seeds the random shifts; ``callback(iteration, total)`` reports progress.
     """
-    _check_inputs(kspace, mask, maps)
+    check_kspace_inputs(kspace, mask, maps)
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
     if method not in METHODS:
@@ -161,10 +165,8 @@ def l1_wavelet(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, lam
         out[..., :h, :w] = x
         return out
 
-    normal = fast_normal(maps, mask, sets)
-
-    def gradient(u: torch.Tensor) -> torch.Tensor:
-        return pad(normal(crop(u)) - aty)
+    # the problem is posed on the padded image u: A_pad = A crop, whose gradient is pad(A^H A crop(u) - A^H y)
+    op_padded = op @ FunctionOperator(crop, pad) if padded else op
 
     def prox(v: torch.Tensor, t: float) -> torch.Tensor:
         shifts = tuple(int(s) for s in torch.randint(0, period, (2,), generator=gen)) if random_shift else (0, 0)
@@ -181,5 +183,5 @@ def l1_wavelet(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, lam
         return torch.roll(out, (-shifts[0], -shifts[1]), dims=(-2, -1)) if random_shift else out
 
     start = pad(aty if x0 is None else x0)
-    u = proximal_gradient(gradient, prox, start, step, max_iter, method=method, callback=callback)
+    u = proximal_gradient(op_padded, kspace, prox, start, step, max_iter, method=method, callback=callback)
     return crop(u)

@@ -1,8 +1,10 @@
 """Accelerated proximal gradient methods for ``min_x f(x) + g(x)`` with smooth ``f`` and prox-friendly ``g``.
 
-The caller passes ``gradient(x) = grad f(x)`` and ``prox(v, t) = argmin_z g(z) + ||z - v||^2 / (2 t)``;
-the step ``t`` should be at most ``1 / L`` with ``L`` the Lipschitz constant of ``grad f`` (for
-``f = 1/2 ||A x - y||^2`` that is the largest eigenvalue of ``A^H A``, see ``optim.cg.max_eigenvalue``).
+Usually ``f = 1/2 ||A x - y||^2``: the caller passes the operator ``A`` and the data ``y`` and the gradient is
+``A^H A x - A^H y`` (through ``A.normal``, so fast normal forms are kept; ``A^H y`` is computed once). For any other
+smooth ``f`` pass the callable ``gradient(x) = grad f(x)`` as ``A`` and ``y=None``.
+``prox(v, t) = argmin_z g(z) + ||z - v||^2 / (2 t)``; the step ``t`` should be at most ``1 / L`` with ``L`` the
+Lipschitz constant of ``grad f`` (the largest eigenvalue of ``A^H A``, see ``optim.cg.max_eigenvalue``).
 
 * ``ista``:   ``x+ = prox(x - t grad f(x), t)``
 * ``fista``:  Beck & Teboulle (2009): the prox-gradient step is taken at the extrapolated point
@@ -23,18 +25,40 @@ from collections.abc import Callable
 
 import torch
 
+from models.optim.prox import soft_threshold
+from models.physics.linop import LinearOperator
+
 Tensor = torch.Tensor
 METHODS = ("ista", "fista", "pogm")
+Gradient = LinearOperator | Callable[[Tensor], Tensor]
+
+__all__ = ["METHODS", "fista", "gradient_of", "proximal_gradient", "soft_threshold"]
 
 
 def _real_inner(a: Tensor, b: Tensor) -> float:
     return float((a.conj() * b).real.sum()) if a.is_complex() else float((a * b).sum())
 
 
-def proximal_gradient(gradient: Callable[[Tensor], Tensor], prox: Callable[[Tensor, float], Tensor],
+def gradient_of(A: Gradient, y: Tensor | None) -> Callable[[Tensor], Tensor]:  # noqa: N803 - math name
+    """``x -> A^H A x - A^H y`` for an operator ``A`` (``A^H y`` computed once), or ``A`` itself if it is a callable
+    gradient (then ``y`` must be None)."""
+    if isinstance(A, LinearOperator):
+        if y is None:
+            raise ValueError("proximal gradient with an operator needs the data y")
+        aty = A.adjoint(y)
+        return lambda x: A.normal(x) - aty
+    if not callable(A):
+        raise TypeError(f"expected a LinearOperator or a gradient callable, got {type(A).__name__}")
+    if y is not None:
+        raise ValueError("y must be None when a gradient callable is passed")
+    return A
+
+
+def proximal_gradient(A: Gradient, y: Tensor | None, prox: Callable[[Tensor, float], Tensor],  # noqa: N803
                       x0: Tensor, step: float, max_iter: int, method: str = "fista", restart: bool = False,
                       callback: Callable[[int, int], None] | None = None) -> Tensor:
-    """Minimise ``f + g`` from ``x0`` with ``max_iter`` iterations of ``method`` (ista, fista, pogm).
+    """Minimise ``1/2 ||A x - y||^2 + g(x)`` (or ``f + g`` with ``A`` the gradient of ``f``, ``y=None``) from ``x0``
+    with ``max_iter`` iterations of ``method`` (ista, fista, pogm).
 
     ``callback(iteration, total)`` is called after each iteration (1-based).
     """
@@ -44,6 +68,7 @@ def proximal_gradient(gradient: Callable[[Tensor], Tensor], prox: Callable[[Tens
         raise ValueError(f"step must be positive, got {step}")
     if max_iter < 0:
         raise ValueError(f"max_iter must be >= 0, got {max_iter}")
+    gradient = gradient_of(A, y)
     x = x0.clone()
     if method == "pogm":
         return _pogm(gradient, prox, x, step, max_iter, restart, callback)
@@ -87,16 +112,8 @@ def _pogm(gradient, prox, x, step, max_iter, restart, callback):
     return x
 
 
-def fista(gradient: Callable[[Tensor], Tensor], prox: Callable[[Tensor, float], Tensor], x0: Tensor,
+def fista(A: Gradient, y: Tensor | None, prox: Callable[[Tensor, float], Tensor], x0: Tensor,  # noqa: N803
           step: float, max_iter: int, restart: bool = False,
           callback: Callable[[int, int], None] | None = None) -> Tensor:
     """FISTA, a shorthand for ``proximal_gradient(..., method="fista")``."""
-    return proximal_gradient(gradient, prox, x0, step, max_iter, "fista", restart, callback)
-
-
-def soft_threshold(x: Tensor, threshold: float | Tensor) -> Tensor:
-    """Prox of ``threshold * ||x||_1`` (complex: shrink the magnitude, keep the phase)."""
-    if x.is_complex():
-        mag = x.abs()
-        return x * torch.clamp(1.0 - threshold / mag.clamp_min(1e-30), min=0.0)
-    return torch.sign(x) * torch.clamp(x.abs() - threshold, min=0.0)
+    return proximal_gradient(A, y, prox, x0, step, max_iter, "fista", restart, callback)
