@@ -1,17 +1,23 @@
-"""Classical multi-coil MRI reconstructions: zero-filled and CG-SENSE.
+"""Classical multi-coil MRI reconstructions: zero-filled, CG-SENSE and ADMM-TV SENSE.
 
 Each takes k-space ``y`` (..., C, H, W), a mask broadcastable to it and, where needed, sensitivity
 maps ``S`` (..., C, H, W), all complex64 torch tensors, and returns a complex image (..., H, W).
+The SENSE operator ``A = M F S`` is ``models.physics.mri.sense.SenseOperator``; the solvers are ``models.optim``'s.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from models.classical.l1_wavelet import check_kspace_inputs, data_scale, lipschitz_bound
+from models.classical.tv import admm_tv
 from models.optim.cg import conjugate_gradient
+from models.physics.linop import Identity
 from models.physics.mri.coils import reduce, rss
 from models.physics.mri.fft import ifft2c
-from models.physics.mri.sense import SenseOperator, fast_normal
+from models.physics.mri.sense import SenseOperator
 
 
 def zero_filled(kspace: torch.Tensor, mask: torch.Tensor | None = None,
@@ -33,9 +39,76 @@ def cg_sense(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, lam: 
     Defaults (``lam=1e-3``, 20 iterations) were tuned on BART's phantom and the ICBM152 brain slice at
     4x and 8x (``benchmarks/mri_classical.py``): higher PSNR than ``1e-2``/12 on all four cases.
     """
-    op = SenseOperator(maps, mask)
-    rhs = op.adjoint(kspace)
-    batch_dims = rhs.ndim - 2
-    normal = fast_normal(maps, mask)
-    return conjugate_gradient(lambda x: normal(x) + lam * x, rhs, max_iter=max_iter, tol=tol,
-                              batch_dims=batch_dims)
+    A = SenseOperator(maps, mask)  # noqa: N806 - math name
+    rhs = A.H(kspace)
+    return conjugate_gradient(A.N + lam * Identity(), rhs, max_iter=max_iter, tol=tol, batch_dims=rhs.ndim - 2)
+
+
+# ---- ADMM-TV ------------------------------------------------------------------------------------------------
+
+# Tuned on the simulated brain benchmark's validation split only (T1/T2, 4x/8x, ESPIRiT maps, 128 x 128, 8 coils;
+# volume PSNR of |x|): the converged optimum is flat for lam 2e-3..4e-3 (2D) and 1.5e-3..2e-3 (3D, lam_z = lam
+# best; lam_z = 0 is 0.2-0.3 dB worse); rho 0.03..0.1 reaches within 0.1 dB of it in 100 x 4 CG steps, larger rho
+# converges slower. 2D on 4-slice slabs: 27.93 dB vs CG-SENSE 22.90, zero-filled 21.87; 3D on 8-slice slabs
+# 27.51 dB vs 2D 27.17, CG-SENSE 23.12. About 1.2 s per 128 x 128 x 8-coil slice on one CPU thread.
+ADMM_TV_DEFAULTS = {
+    "lam": 2e-3,
+    "lam_z": None,
+    "rho": 0.05,
+    "iterations": 100,
+    "cg_iterations": 4,
+    "volume": False,
+    "scale_quantile": 0.99,
+}
+# Sensible ranges of the scale-free parameters (for registries and forms); lam_z None = lam.
+ADMM_TV_BOUNDS = {
+    "lam": (0.0, 1.0),
+    "lam_z": (0.0, 1.0),
+    "rho": (1e-4, 100.0),
+    "iterations": (1, 2000),
+    "cg_iterations": (1, 100),
+    "scale_quantile": (1e-3, 1.0),
+}
+
+
+def admm_tv_sense(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor,
+                  lam: float = ADMM_TV_DEFAULTS["lam"], lam_z: float | None = ADMM_TV_DEFAULTS["lam_z"],
+                  rho: float = ADMM_TV_DEFAULTS["rho"], iterations: int = ADMM_TV_DEFAULTS["iterations"],
+                  cg_iterations: int = ADMM_TV_DEFAULTS["cg_iterations"], volume: bool = ADMM_TV_DEFAULTS["volume"],
+                  scale_quantile: float = ADMM_TV_DEFAULTS["scale_quantile"], x0: torch.Tensor | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """SENSE with total variation by ADMM (``models.classical.tv``) on the complex image:
+
+        min_x 1/2 ||M F S x - y||^2 + lam s ||(D_y x, D_x x)||_{2,1} [+ lam_z s ||D_z x||_1]
+
+    ``volume=False``: k-space (..., C, H, W), every slice its own problem (isotropic in-plane TV; ``s`` per slice).
+    ``volume=True``: k-space (..., S, C, H, W) with S slices, one coupled problem per volume with TV along the
+    slice axis too (``lam_z``, default ``lam``; ``s`` per volume). ``s`` is the ``scale_quantile`` quantile of
+    ``|A^H y|`` (as in ``l1_wavelet``), so ``lam`` is scale-free and the result scales with ``y``;
+    ``rho`` is relative to ``L = max_r sum_c |S_c(r)|^2 >= ||A^H A||`` (1 for normalised maps).
+    Starts from ``x0`` (default ``A^H y``); ``progress(iteration, iterations)`` after each ADMM step.
+    """
+    check_kspace_inputs(kspace, mask, maps)
+    if maps.ndim > kspace.ndim:
+        raise ValueError(f"maps {tuple(maps.shape)}: several map sets (soft-SENSE) are not supported here")
+    if volume and kspace.ndim < 4:
+        raise ValueError(f"volume=True needs k-space (..., slices, coils, H, W), got {tuple(kspace.shape)}")
+    lam_z = lam if lam_z is None else lam_z
+    for name, value in (("lam", lam), ("lam_z", lam_z)):
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if not rho > 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    if iterations < 0 or cg_iterations < 1:
+        raise ValueError(f"need iterations >= 0 and cg_iterations >= 1, got {iterations}, {cg_iterations}")
+    lipschitz = lipschitz_bound(maps)
+    if lipschitz <= 0:
+        raise ValueError("maps are all zero")
+    A = SenseOperator(maps, mask)  # noqa: N806 - math name
+    aty = A.adjoint(kspace)
+    if x0 is not None and x0.shape != aty.shape:
+        raise ValueError(f"x0 shape {tuple(x0.shape)} does not match the image shape {tuple(aty.shape)}")
+    scale = data_scale(aty, scale_quantile, 3 if volume else 2)
+    return admm_tv(A, kspace, lam=lam * scale, lam_z=lam_z * scale, rho=rho * lipschitz, iterations=iterations,
+                   cg_iterations=cg_iterations, volume=volume, slice_axis=-3, x0=aty if x0 is None else x0,
+                   progress=progress)
