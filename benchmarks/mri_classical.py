@@ -70,7 +70,6 @@ from models.physics.mri.fft import fft2c, ifft2c  # noqa: E402
 from models.physics.mri.masks import random_column_mask  # noqa: E402
 from models.physics.mri.sensitivity import espirit_torch  # noqa: E402
 
-BRAIN_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 SIZE = 256
 COILS = 8
 
@@ -142,12 +141,11 @@ def brain_case(seed: int = 0, noise: float = 0.01) -> tuple[np.ndarray, np.ndarr
     of standard deviation ``noise`` times the mean brain magnitude of a coil image is added in
     k-space (unitary FFT: the same standard deviation per pixel in every coil image).
     """
-    import nibabel as nib
-    import nilearn
     import sigpy.mri
 
-    path = Path(nilearn.__file__).parent / "datasets" / "data" / BRAIN_T1
-    volume = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+    from pipelines.simulate.template import load_icbm152
+
+    volume = load_icbm152()[0]["t1"]
     axial = np.rot90(volume[:, :, 100])  # (y, x) with anterior up
     image = np.zeros((SIZE, SIZE), dtype=np.float32)
     oy, ox = (SIZE - axial.shape[0]) // 2, (SIZE - axial.shape[1]) // 2

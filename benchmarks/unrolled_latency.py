@@ -23,7 +23,8 @@ import torch
 from models.engine.onnx_export import export_onnx
 from models.unrolled import PAPER_CONFIG, build_model, count_parameters
 from pipelines.engines import OnnxEngine, example_inputs, parity_psnr
-from pipelines.zoo import DEFAULT_MODELS, load_card
+from pipelines.reconstructors import default_models
+from pipelines.zoo import load_card
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -69,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cases = []
-    for kind, model_id in DEFAULT_MODELS.items():
+    for kind, model_id in default_models().items():
         card = load_card(model_id)
         cases.append((f"{model_id} (shipped)", kind, card["config"], 8, (128, 128)))
     if not args.skip_paper:

@@ -16,8 +16,9 @@ import subprocess
 import torch
 
 from models.unrolled import build_model
+from pipelines.reconstructors import default_models
 from pipelines.train import validate, validation_files
-from pipelines.zoo import DEFAULT_MODELS, ZOO_DIR, load_model
+from pipelines.zoo import ZOO_DIR, load_model
 
 
 def weights_at(rev: str, model_id: str) -> dict[str, torch.Tensor]:
@@ -32,7 +33,7 @@ def weights_at(rev: str, model_id: str) -> dict[str, torch.Tensor]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", required=True, help="git revision of the earlier weights")
-    parser.add_argument("--ids", default=",".join(DEFAULT_MODELS.values()))
+    parser.add_argument("--ids", default=",".join(default_models().values()))
     parser.add_argument("--val", default="data/brain-bench/val")
     parser.add_argument("--max-files", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)

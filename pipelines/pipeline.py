@@ -39,10 +39,13 @@ class ReconstructionResult:
 
 def reconstruct(acq: Acquisition, method: str, params: dict[str, Any] | None = None,
                 progress: Progress | None = None) -> ReconstructionResult:
-    """Run ``method`` on an acquisition; metrics against its reference when it has one."""
+    """Run ``method`` on an acquisition; metrics against its reference when it has one.
+
+    ``params`` are checked against the method's declaration first (``ParamError`` naming the bad one)."""
     reconstructor = get(modality_of(acq), method)
+    checked = reconstructor.check(params)
     start = time.perf_counter()
-    volume = reconstructor.run(acq, dict(params or {}), progress)
+    volume = reconstructor.run(acq, checked, progress)
     seconds = time.perf_counter() - start
     volume.attrs.update(method=method, seconds=seconds, seconds_per_slice=seconds / max(volume.data.shape[0], 1))
     if isinstance(acq, MRIAcquisition) and acq.header_xml and "mr_parameters" not in volume.attrs:

@@ -21,9 +21,9 @@ def training_command(run: Path, config: dict[str, Any]) -> str:
     """The ``recon train`` command that reproduces a run: every setting that differs from the defaults."""
     from dataclasses import asdict
 
-    from pipelines.train import SMALL_CONFIGS, TrainConfig
+    from pipelines.train import TrainConfig, default_model_config
 
-    defaults = {**asdict(TrainConfig(model=config["model"])), "model_config": SMALL_CONFIGS[config["model"]]}
+    defaults = {**asdict(TrainConfig(model=config["model"])), "model_config": default_model_config(config["model"])}
     flags = {"steps", "seed", "threads", "data", "val_data", "init_from"}
     changed = {k: v for k, v in config.items()
                if k in defaults and k not in flags | {"model"} and json.dumps(v) != json.dumps(defaults[k])}

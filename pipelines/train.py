@@ -32,11 +32,14 @@ from pipelines.data import InputError, MRIAcquisition
 from pipelines.learned import collate, magnitude, network_outputs, prepare_input, reconstruct_acquisition
 from pipelines.metrics import psnr, ssim
 
-# sized so training finishes on a 2-core CPU (see the model cards for the recorded time)
-SMALL_CONFIGS: dict[str, dict[str, Any]] = {
-    "recurrentvarnet": {"num_steps": 8, "hidden_channels": 32, "num_layers": 4},
-    "rim": {"num_steps": 8, "hidden_channels": 48, "num_layers": 2, "cell": "gru"},
-}
+
+def default_model_config(kind: str) -> dict[str, Any]:
+    """The architecture ``recon train KIND`` uses unless ``--config`` says otherwise (declared by the method,
+    sized so training finishes on a 2-core CPU; the model cards record the time)."""
+    from pipelines.reconstructors import learned_model
+
+    return dict(learned_model(kind).train_config)
+
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
@@ -148,7 +151,7 @@ def validation_files(directory: str | Path, max_files: int | None = None) -> lis
 def validate(model: torch.nn.Module, directory: str | Path, max_files: int | None = None) -> dict[str, float]:
     """PSNR/SSIM of the model on undersampled files with references (their own masks)."""
     from pipelines.io.fastmri import read_fastmri
-    from pipelines.mri_methods import acquisition_mask
+    from pipelines.sampling import acquisition_mask
 
     files = validation_files(directory, max_files)
     if not files:

@@ -17,9 +17,6 @@ import torch
 ZOO_DIR = Path(__file__).resolve().parents[1] / "models" / "zoo"
 CARD = "card.json"
 
-# the model each learned method uses when no --model-id is given
-DEFAULT_MODELS = {"recurrentvarnet": "recurrentvarnet-brain-sim", "rim": "rim-brain-sim"}
-
 
 class ModelError(ValueError):
     """A model id that does not exist, or weights that do not match their card."""

@@ -44,18 +44,23 @@ def parse_method_params(items: Sequence[str] | None) -> dict[str, dict[str, Any]
 
 
 class _Bar:
-    """A tqdm bar driven by ``progress(done, total)`` callbacks."""
+    """A tqdm bar driven by ``progress(done, total)`` callbacks, shown from the first one on (so a command
+    refused before any work prints only its error)."""
 
     def __init__(self, desc: str):
-        self.bar = tqdm(desc=desc, unit="step", file=sys.stderr, leave=False)
+        self.desc = desc
+        self.bar: tqdm | None = None
 
     def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(desc=self.desc, unit="step", file=sys.stderr, leave=False)
         self.bar.total = total
         self.bar.n = done
         self.bar.refresh()
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 # ---------------------------------------------------------------- simulate
@@ -113,11 +118,11 @@ def cmd_simulate_ct(args: argparse.Namespace) -> int:
 
 def with_provider_preference(method: str, params: dict[str, Any]) -> dict[str, Any]:
     """Learned methods take the ONNX Runtime provider preference from RECON_PROVIDERS unless given."""
-    from pipelines.mri_methods import LEARNED_METHODS
+    from pipelines.reconstructors import learned_models
     from recon_service.settings import Settings
 
     providers = Settings().provider_list()
-    if providers and "providers" not in params and method in LEARNED_METHODS:
+    if providers and "providers" not in params and method in learned_models():
         return {**params, "providers": providers}
     return params
 
@@ -180,14 +185,14 @@ def _load_config(text: str | None) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from pipelines.train import SMALL_CONFIGS, TrainConfig, as_directories, train
+    from pipelines.train import TrainConfig, as_directories, default_model_config, train
 
     overrides = _load_config(args.config)
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(overrides) - known
     if unknown:
         raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    overrides.setdefault("model_config", dict(SMALL_CONFIGS[args.model]))
+    overrides.setdefault("model_config", default_model_config(args.model))
     cfg = TrainConfig(model=args.model, **overrides)
     if args.data is not None and len(args.data) == 1:
         args.data = args.data[0]
@@ -245,10 +250,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from pipelines.reconstructors import available
+    from pipelines.method_docs import method_table, methods_text
 
-    for r in available():
-        print(f"{r.modality:<4} {r.name:<16} {r.description}")
+    print(method_table() if args.markdown else methods_text(args.verbose))
     return 0
 
 
@@ -327,6 +331,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipelines.reconstructors import learned_models
     from pipelines.simulate.brain import CONTRASTS, ORIENTATIONS
     from pipelines.simulate.splits import BENCHMARK_SETS, SPLITS
 
@@ -391,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     tr = sub.add_parser("train", help="train RecurrentVarNet or RIM on fastMRI-format directories")
-    tr.add_argument("model", choices=["recurrentvarnet", "rim"])
+    tr.add_argument("model", choices=sorted(m.kind for m in learned_models().values()))
     tr.add_argument("--data", nargs="+", help="one or more directories of fully sampled fastMRI-format files "
                                    "(default data/brain-bench/train, the simulated training split)")
     tr.add_argument("--val-data", dest="val_data", help="directory of undersampled files with references")
@@ -426,7 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="output .onnx path (default models/zoo/MODEL_ID/model-FFT.onnx)")
     ex.set_defaults(func=cmd_export)
 
-    sub.add_parser("methods", help="list reconstruction methods").set_defaults(func=cmd_methods)
+    methods = sub.add_parser("methods", help="list reconstruction methods (with -v: their parameters)")
+    methods.add_argument("-v", "--verbose", action="store_true", help="every parameter: type, default, range")
+    methods.add_argument("--markdown", action="store_true", help="the README's method tables")
+    methods.set_defaults(func=cmd_methods)
 
     demo = sub.add_parser("demo", help="start the service on loopback, submit a simulated brain MRI and a CT study, "
                                        "wait, and print where the DICOM/NIfTI results are")

@@ -18,15 +18,17 @@ from tqdm import tqdm
 
 from pipelines.evaluate import format_summary
 
-DEMO_MRI_METHODS = ("zero-filled", "cg-sense", "l1-wavelet", "rim", "recurrentvarnet")
+DEMO_MRI_METHODS = ("zero-filled", "cg-sense", "l1-wavelet", "admm-tv", "rim", "recurrentvarnet")
 DEMO_CT_METHODS = ("fbp", "sirt", "admm-tv")
 
 
 def _mri_methods() -> list[str]:
-    from pipelines.zoo import DEFAULT_MODELS, list_models
+    from pipelines.reconstructors import default_models
+    from pipelines.zoo import list_models
 
     shipped = {card["id"] for card in list_models()}
-    return [m for m in DEMO_MRI_METHODS if m not in DEFAULT_MODELS or DEFAULT_MODELS[m] in shipped]
+    defaults = default_models()
+    return [m for m in DEMO_MRI_METHODS if m not in defaults or defaults[m] in shipped]
 
 
 def _write_mri_set(out: Path, specs: list, cfg) -> list[Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,12 +32,36 @@ class Settings(BaseSettings):
     max_attempts: int = Field(2, ge=1, description="runs of a job before a crash marks it failed")
     job_stall_s: float = Field(900.0, ge=0, description="a running job that reports no progress for this long has "
                                                         "a hung worker: it is killed and the job re-queued (0: never)")
+    job_timeout_s: float = Field(3600.0, ge=0, description="wall-clock limit of one job run: a job running longer "
+                                                           "is failed with the reason and its worker replaced "
+                                                           "(0: no limit)")
+    job_timeouts: dict[str, float] = Field(default_factory=dict,
+                                           description="per-pipeline limits overriding RECON_JOB_TIMEOUT_S, as "
+                                                       "JSON: '{\"ct-sirt\": 600, \"mri-l1-wavelet\": 1800}'")
     providers: str = Field("", description="ONNX Runtime provider preference, comma separated; default "
                                            "TensorRT > CUDA > CPU, whichever is available")
     warmup: bool = Field(True, description="load and run the shipped models once before /readyz says ready")
     oidc_jwks_url: str | None = Field(None, description="JWKS URL for OIDC bearer JWTs (optional)")
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
+
+    @field_validator("job_timeouts")
+    @classmethod
+    def _known_pipelines(cls, value: dict[str, float]) -> dict[str, float]:
+        if value:
+            from recon_service.jobs.catalog import list_pipelines
+
+            known = [p.name for p in list_pipelines()]
+            for name, seconds in value.items():
+                if name not in known:
+                    raise ValueError(f"unknown pipeline {name!r}; known: {', '.join(known)}")
+                if not seconds >= 0:
+                    raise ValueError(f"{name}: the limit must be >= 0 seconds (0: no limit), got {seconds}")
+        return value
+
+    def job_timeout_for(self, pipeline: str) -> float:
+        """The wall-clock limit of one run of a ``pipeline`` job in seconds (0: no limit)."""
+        return float(self.job_timeouts.get(pipeline, self.job_timeout_s))
 
     def sqlalchemy_url(self) -> str:
         if self.database_url:

@@ -102,13 +102,20 @@ def finished(job: JobRecord) -> bool:
     return job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
-def sirt_iterations_for(seconds: float, source: Path) -> int:
+def write_slow_ct(path: Path) -> Path:
+    """A CT file large enough that SIRT within its declared iteration bound runs for tens of seconds here."""
+    return write_ct(path, slices=4, size=96, views=96)
+
+
+def sirt_iterations_for(seconds: float, source: Path, cap: bool = False) -> int:
     """How many SIRT iterations on ``source`` take about ``seconds`` here (for jobs that must still be running
-    when a test interrupts them, yet finish when run again)."""
+    when a test interrupts them, yet finish when run again). Fails when that exceeds the method's declared
+    bound (``cap``: take the bound instead): use a larger file (``write_slow_ct``)."""
     import torch
 
     from pipelines.io.detect import load_acquisition
     from pipelines.pipeline import reconstruct
+    from pipelines.reconstructors import get
 
     acq = load_acquisition(source)
     threads = torch.get_num_threads()
@@ -120,7 +127,10 @@ def sirt_iterations_for(seconds: float, source: Path) -> int:
         per_iteration = (time.perf_counter() - start) / 300
     finally:
         torch.set_num_threads(threads)
-    return max(300, int(seconds / per_iteration))
+    iterations = max(300, int(seconds / per_iteration))
+    bound = next(p.maximum for p in get("ct", "sirt").parameters if p.name == "iterations")
+    assert cap or iterations <= bound, f"{source.name}: {seconds} s of SIRT needs {iterations} iterations (> {bound})"
+    return int(min(iterations, bound))
 
 
 def write_ismrmrd(path: Path, group: str = "dataset", ny: int = 6, nx: int = 8, coils: int = 2) -> Path:

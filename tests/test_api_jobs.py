@@ -134,7 +134,16 @@ def test_catalog_lists_pipelines_and_model_cards(submitter):
     pipelines = {p["name"]: p for p in submitter.get("/v1/pipelines").json()}
     assert pipelines["mri-cg-sense"]["input_kinds"] == ["fastmri", "ismrmrd"]
     assert pipelines["ct-fbp"]["input_kinds"] == ["sinogram"] and pipelines["ct-fbp"]["defaults"]["filter"] == "ramp"
-    assert {"model_id", "engine"} <= set(pipelines["mri-rim"]["defaults"])
+    assert {"model_id", "engine"} <= set(pipelines["mri-rim"]["defaults"]) and pipelines["mri-rim"]["learned"]
+    iterations = {p["name"]: p for p in pipelines["ct-sirt"]["parameters"]}["iterations"]
+    assert iterations == {"name": "iterations", "type": "integer", "default": 100, "description": "SIRT iterations",
+                          "minimum": 1, "maximum": 5000, "exclusive_minimum": False, "exclusive_maximum": False,
+                          "choices": None, "pattern": None, "nullable": False, "service": False,
+                          "allowed": "an integer from 1 to 5000"}
+    fbp = {p["name"]: p for p in pipelines["ct-fbp"]["parameters"]}
+    assert fbp["filter"]["choices"] == ["ramp", "shepp-logan", "cosine", "hamming", "hann"]
+    assert fbp["device"]["service"] and not fbp["cutoff"]["service"]
+    assert {"mri-admm-tv", "mri-admm-tv-2d", "ct-admm-tv", "ct-admm-tv-2d"} <= set(pipelines)
     cards = {c["id"]: c for c in submitter.get("/v1/models").json()}
     assert {"recurrentvarnet-brain-sim", "rim-brain-sim"} <= set(cards)
     card = cards["rim-brain-sim"]

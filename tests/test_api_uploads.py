@@ -136,8 +136,8 @@ def test_bad_form_fields_are_refused(server, client, files):
     refused(server, client, 422, ["unknown pipeline 'mri-magic'", "mri-cg-sense"], parts, pipeline="mri-magic")
     refused(server, client, 422, ["'params' is not valid JSON"], parts, pipeline="mri-cg-sense", params="{lam: 1")
     refused(server, client, 422, ["'params' must be a JSON object"], parts, pipeline="mri-cg-sense", params="[1]")
-    refused(server, client, 422, ["unknown parameter(s) alpha, beta", "lam"], parts, pipeline="mri-cg-sense",
-            params=json.dumps({"alpha": 1, "beta": 2, "lam": 0.1}))
+    refused(server, client, 422, ["unknown parameters 'alpha', 'beta'; cg-sense takes: maps, lam"], parts,
+            pipeline="mri-cg-sense", params=json.dumps({"alpha": 1, "beta": 2, "lam": 0.1}))
     refused(server, client, 422, ["'study' is not valid JSON"], parts, pipeline="mri-cg-sense", study="nope")
     refused(server, client, 422, ["'study' must be a JSON object"], parts, pipeline="mri-cg-sense", study='"x"')
     refused(server, client, 422, ["study field 'PatientName'"], parts, pipeline="mri-cg-sense",

@@ -76,7 +76,7 @@ def test_provider_preference_comes_from_recon_providers(tmp_path, run_recon, mon
     monkeypatch.setenv("RECON_PROVIDERS", "Bogus")
     proc = run_recon("reconstruct", str(files[0]), "--method", "rim", "--param", "engine=onnx",
                      "--out", str(tmp_path / "rec"), check=False)
-    assert proc.returncode != 0 and "unknown execution provider names ['Bogus']" in proc.stderr
+    assert proc.returncode == 2 and "recon: error: parameter 'providers' is ['Bogus']; allowed: " in proc.stderr
     monkeypatch.setenv("RECON_PROVIDERS", "CPUExecutionProvider")
     proc = run_recon("reconstruct", str(files[0]), "--method", "rim", "--param", "engine=onnx",
                      "--out", str(tmp_path / "rec"))

@@ -1,15 +1,10 @@
 import numpy as np
 import pytest
 
-import pipelines.ct_methods  # noqa: F401  (registers the CT methods)
-from pipelines import reconstructors
 from pipelines.data import CTAcquisition, ImageVolume, InputError
 from pipelines.io.sinogram import read_sinogram
+from pipelines.reconstructors import ParamError, available, get
 from pipelines.simulate.ct import simulate_ct_dataset
-
-# The registry is read directly (not through get(), which imports every method module): in a worktree whose
-# editable install points at another checkout, the MRI module found there may not import here.
-_REG = reconstructors._REGISTRY
 
 SMALL = {"fbp": {}, "sirt": {"iterations": 10}, "cgls": {"iterations": 5}, "admm-tv": {"iterations": 5},
          "admm-tv-2d": {"iterations": 5}}
@@ -22,14 +17,15 @@ def acquisition(tmp_path_factory) -> CTAcquisition:
 
 
 def test_ct_methods_registered():
-    names = {name for modality, name in _REG if modality == "ct"}
+    names = {m.name for m in available("ct")}
     assert {"fbp", "sirt", "admm-tv", "cgls", "admm-tv-2d"} <= names
 
 
 @pytest.mark.parametrize("name", list(SMALL))
 def test_each_method_returns_a_volume_with_the_acquisition_affine(acquisition, name):
     calls = []
-    vol = _REG[("ct", name)].run(acquisition, SMALL[name], lambda i, n: calls.append((i, n)))
+    method = get("ct", name)
+    vol = method.run(acquisition, method.check(SMALL[name]), lambda i, n: calls.append((i, n)))
     assert isinstance(vol, ImageVolume)
     assert vol.data.shape == (3, 24, 24) and vol.data.dtype == np.float32
     assert np.array_equal(vol.affine, acquisition.affine)
@@ -38,16 +34,21 @@ def test_each_method_returns_a_volume_with_the_acquisition_affine(acquisition, n
 
 
 def test_admm_defaults_come_from_the_tuned_table(acquisition):
-    vol = _REG[("ct", "admm-tv")].run(acquisition, {"iterations": 2}, None)
-    assert vol.attrs["params"]["lam"] is not None and vol.attrs["params"]["iterations"] == 2
+    from models.classical.ct import tuned_admm_settings
+
+    method = get("ct", "admm-tv")
+    vol = method.run(acquisition, method.check({"iterations": 2}), None)
+    tuned = tuned_admm_settings(acquisition.sinogram.shape[1])
+    assert vol.attrs["params"]["lam"] == tuned.lam and vol.attrs["params"]["lam_z"] == tuned.lam_z
+    assert vol.attrs["params"]["rho"] == tuned.rho and vol.attrs["params"]["iterations"] == 2
 
 
 def test_bad_parameters_and_shapes(acquisition):
-    with pytest.raises(ValueError, match="unknown parameter"):
-        _REG[("ct", "sirt")].run(acquisition, {"iters": 3}, None)
-    with pytest.raises(ValueError, match="unknown FBP filter"):
-        _REG[("ct", "fbp")].run(acquisition, {"filter": "gauss"}, None)
+    with pytest.raises(ParamError, match="unknown parameter 'iters'"):
+        get("ct", "sirt").check({"iters": 3})
+    with pytest.raises(ParamError, match="parameter 'filter' is 'gauss'; allowed: one of ramp"):
+        get("ct", "fbp").check({"filter": "gauss"})
     broken = CTAcquisition(sinogram=acquisition.sinogram[:, :, :-1], angles=acquisition.angles,
                            geometry=acquisition.geometry, source="broken.h5")
     with pytest.raises(InputError, match="does not match the geometry"):
-        _REG[("ct", "fbp")].run(broken, {}, None)
+        get("ct", "fbp").run(broken, get("ct", "fbp").check({}), None)

@@ -4,7 +4,7 @@ import torch
 from models.unrolled import build_model
 from pipelines.engines import OnnxEngine, export_zoo_model, parity_psnr
 from pipelines.learned import reconstruct_acquisition
-from pipelines.mri_methods import acquisition_mask
+from pipelines.sampling import acquisition_mask
 from pipelines.simulate import mri
 from pipelines.zoo import load_model, write_card
 

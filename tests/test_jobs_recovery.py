@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from job_inputs import finished, sirt_iterations_for, store_input, submit, wait_for, write_ct
+from job_inputs import finished, sirt_iterations_for, store_input, submit, wait_for, write_slow_ct
 
 from recon_service.context import ServiceContext
 from recon_service.jobs.recovery import input_intact, recover_jobs
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def ct_file(tmp_path_factory) -> Path:
-    return write_ct(tmp_path_factory.mktemp("sources") / "chest.h5")
+    return write_slow_ct(tmp_path_factory.mktemp("sources") / "chest.h5")
 
 
 def _settings(data_dir: Path) -> Settings:
@@ -99,7 +99,7 @@ def test_kill_9_of_the_server_then_recovery_accounts_for_every_job(tmp_path, ct_
         assert again.attempts == 2 and (data_dir / again.result["files"]["nifti"]).exists()
 
         # stop() with a job in progress: the worker is killed after the timeout and the job waits for recovery
-        long = submit(store, data_dir, "ct-sirt", [(ct_file, "e.h5", "sinogram")], {"iterations": 10_000_000})
+        long = submit(store, data_dir, "ct-sirt", [(ct_file, "e.h5", "sinogram")], {"iterations": 5000})
         wait_for(store, long.id, lambda j: j.state == JobState.RUNNING and j.progress > 0.05, timeout=30)
     finally:
         pool.stop(timeout=0.5)

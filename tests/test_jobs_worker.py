@@ -15,10 +15,20 @@ import numpy as np
 import pydicom
 import pytest
 from dicom_checks import assert_no_errors
-from job_inputs import finished, sirt_iterations_for, store_input, submit, wait_for, write_ct, write_mri
+from job_inputs import (
+    finished,
+    sirt_iterations_for,
+    store_input,
+    submit,
+    wait_for,
+    write_ct,
+    write_mri,
+    write_slow_ct,
+)
 from PIL import Image
 
-from pipelines.zoo import DEFAULT_MODELS, load_card
+from pipelines.reconstructors import default_models
+from pipelines.zoo import load_card
 from recon_service.context import ServiceContext
 from recon_service.jobs.runner import JobCancelled, JobFailed, run_job
 from recon_service.jobs.store import JobState
@@ -40,6 +50,7 @@ def sources(tmp_path_factory):
     cut = d / "cut.h5"
     cut.write_bytes(mri.read_bytes()[:5000])
     return {"mri": mri, "ct": write_ct(d / "chest.h5"), "ct_noref": write_ct(d / "noref.h5", reference=False),
+            "ct_slow": write_slow_ct(d / "slow.h5"),
             "mystery": broken, "cut": cut}
 
 
@@ -106,7 +117,7 @@ def test_run_job_reports_progress_and_writes_results(local, sources, single_thre
 def test_learned_method_uses_onnx_with_the_configured_providers(local, sources, single_thread):
     job = submit(local.store, local.settings.data_dir, "mri-rim", [(sources["mri"], "brain.h5", "fastmri")])
     prov = run_job(local, job, lambda *_: None)["provenance"]
-    card = load_card(DEFAULT_MODELS["rim"])
+    card = load_card(default_models()["rim"])
     assert prov["model_id"] == card["id"] and prov["weights_sha256"] == card["sha256"]
     assert prov["engine_provider"] == CPU
     assert prov["parameters"]["engine"] == "onnx" and prov["parameters"]["providers"] == ["CPUExecutionProvider"]
@@ -184,7 +195,7 @@ def test_progress_writes_are_throttled_and_cancel_is_seen(tmp_path, sources):
 
 def test_warm_up_runs_every_default_model(tmp_path):
     providers = warm_up(Settings(data_dir=tmp_path, providers="CPUExecutionProvider"))
-    assert providers == {model_id: CPU for model_id in DEFAULT_MODELS.values()}
+    assert providers == {model_id: CPU for model_id in default_models().values()}
     with pytest.raises(WarmUpError, match="failed to load or run"):
         warm_up(Settings(data_dir=tmp_path, providers="NoSuchExecutionProvider,Bogus"))
 
@@ -239,7 +250,7 @@ def test_pool_fails_broken_inputs_with_a_readable_reason(service, pool, sources)
     cases = [
         ("mri-zero-filled", "mystery", "fastmri", {}, "input 'mystery.h5': not a known raw-data layout"),
         ("mri-cg-sense", "cut", "fastmri", {}, "input 'cut.h5': not a readable HDF5 file"),
-        ("ct-fbp", "ct", "sinogram", {"filter": "ramp", "bogus": 1}, "pipeline 'ct-fbp': fbp: unknown parameter"),
+        ("ct-fbp", "ct", "sinogram", {"filter": "ramp", "bogus": 1}, "pipeline 'ct-fbp': unknown parameter 'bogus'"),
     ]
     jobs = [(submit(service.store, data_dir, pipe, [(sources[src], f"{src}.h5", kind)], params), expected)
             for pipe, src, kind, params, expected in cases]
@@ -252,8 +263,8 @@ def test_pool_fails_broken_inputs_with_a_readable_reason(service, pool, sources)
 
 def test_cancel_stops_a_running_job(service, pool, sources):
     data_dir = service.settings.data_dir
-    job = submit(service.store, data_dir, "ct-sirt", [(sources["ct"], "chest.h5", "sinogram")],
-                 {"iterations": 10_000_000})
+    job = submit(service.store, data_dir, "ct-sirt", [(sources["ct_slow"], "chest.h5", "sinogram")],
+                 {"iterations": 5000})
     running = wait_for(service.store, job.id, lambda j: (j.step or "").startswith("reconstructing iteration"),
                        timeout=60)
     assert running.state == JobState.RUNNING and 0.05 < running.progress < 0.9
@@ -266,8 +277,8 @@ def test_cancel_stops_a_running_job(service, pool, sources):
 
 
 def test_pool_replaces_a_killed_worker_and_requeues_its_job(service, pool, sources):
-    iterations = sirt_iterations_for(3.0, sources["ct"])
-    job = submit(service.store, service.settings.data_dir, "ct-sirt", [(sources["ct"], "chest.h5", "sinogram")],
+    iterations = sirt_iterations_for(3.0, sources["ct_slow"])
+    job = submit(service.store, service.settings.data_dir, "ct-sirt", [(sources["ct_slow"], "chest.h5", "sinogram")],
                  {"iterations": iterations})
     running = wait_for(service.store, job.id, lambda j: j.state == JobState.RUNNING and j.progress > 0.05,
                        timeout=60)
@@ -289,8 +300,8 @@ def test_pool_kills_a_hung_worker_and_settles_its_job(tmp_path, sources):
     try:
         first = submit(context.store, tmp_path, "ct-fbp", [(sources["ct"], "chest.h5", "sinogram")])
         assert wait_for(context.store, first.id, finished, timeout=60).state == JobState.SUCCEEDED  # imports done
-        job = submit(context.store, tmp_path, "ct-sirt", [(sources["ct"], "chest.h5", "sinogram")],
-                     {"iterations": sirt_iterations_for(10.0, sources["ct"])})
+        job = submit(context.store, tmp_path, "ct-sirt", [(sources["ct_slow"], "chest.h5", "sinogram")],
+                     {"iterations": sirt_iterations_for(10.0, sources["ct_slow"])})
         running = wait_for(context.store, job.id, lambda j: j.state == JobState.RUNNING and j.progress > 0.05,
                            timeout=60)
         victim = int(running.worker.split(":")[1])
@@ -304,3 +315,40 @@ def test_pool_kills_a_hung_worker_and_settles_its_job(tmp_path, sources):
     finally:
         hung_pool.stop(timeout=10)
         context.engine.dispose()
+
+
+def test_a_job_past_its_time_limit_fails_with_the_reason_and_the_next_job_runs(tmp_path, sources):
+    # a job that reports progress all along (so the stall watchdog never fires) but runs past its pipeline's limit
+    context = ServiceContext.create(Settings(data_dir=tmp_path, providers="CPUExecutionProvider", warmup=False,
+                                             job_timeout_s=600, job_timeouts={"ct-sirt": 3}))
+    limited_pool = WorkerPool(context.settings, 1, idle_sleep=0.05, progress_interval=0.1, threads=1)
+    limited_pool.start()
+    try:
+        first = submit(context.store, tmp_path, "ct-fbp", [(sources["ct"], "chest.h5", "sinogram")])
+        assert wait_for(context.store, first.id, finished, timeout=60).state == JobState.SUCCEEDED  # imports done
+        job = submit(context.store, tmp_path, "ct-sirt", [(sources["ct_slow"], "slow.h5", "sinogram")],
+                     {"iterations": sirt_iterations_for(30.0, sources["ct_slow"], cap=True)})
+        running = wait_for(context.store, job.id, lambda j: j.state == JobState.RUNNING, timeout=60)
+        victim = int(running.worker.split(":")[1])
+        ended = wait_for(context.store, job.id, finished, timeout=30)
+        assert ended.state == JobState.FAILED, ended
+        assert ended.error.startswith("the job ran past its time limit of 3 s (RECON_JOB_TIMEOUTS) and was stopped")
+        assert 3 <= (ended.finished_at - ended.started_at).total_seconds() < 10 and ended.attempts == 1
+        wait_for(context.store, job.id, lambda _: limited_pool.alive() == 1 and victim not in limited_pool.pids(),
+                 timeout=30)
+        after = submit(context.store, tmp_path, "ct-fbp", [(sources["ct"], "chest.h5", "sinogram")])
+        assert wait_for(context.store, after.id, finished, timeout=60).state == JobState.SUCCEEDED
+        assert context.store.get(job.id).state == JobState.FAILED  # not re-queued by the worker's replacement
+    finally:
+        limited_pool.stop(timeout=10)
+        context.engine.dispose()
+
+
+def test_time_limits_come_from_the_environment_and_name_unknown_pipelines(monkeypatch):
+    monkeypatch.setenv("RECON_JOB_TIMEOUT_S", "120")
+    monkeypatch.setenv("RECON_JOB_TIMEOUTS", '{"ct-sirt": 30}')
+    settings = Settings()
+    assert settings.job_timeout_for("ct-sirt") == 30 and settings.job_timeout_for("ct-fbp") == 120
+    monkeypatch.setenv("RECON_JOB_TIMEOUTS", '{"ct-sirtt": 30}')
+    with pytest.raises(ValueError, match="unknown pipeline 'ct-sirtt'; known: ct-admm-tv"):
+        Settings()

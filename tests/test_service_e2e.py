@@ -17,11 +17,12 @@ import psycopg
 import pydicom
 import pytest
 from dicom_checks import assert_no_errors
-from job_inputs import sha256, sirt_iterations_for, write_ct, write_mri
+from job_inputs import sha256, sirt_iterations_for, write_ct, write_mri, write_slow_ct
 from PIL import Image
 
 from pipelines.io.dicom_study import is_valid_uid
-from pipelines.zoo import DEFAULT_MODELS, load_card
+from pipelines.reconstructors import default_models
+from pipelines.zoo import load_card
 from recon_service.client import FINAL, ApiError
 from recon_service.local_server import LocalServer
 
@@ -38,7 +39,7 @@ def sources(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sources")
     ct = write_ct(tmp / "chest.h5", slices=SLICES, size=SIZE)
     return {"mri": write_mri(tmp / "brain.h5", slices=SLICES, size=SIZE), "ct": ct,
-            "sirt_iterations": sirt_iterations_for(1.5, ct)}
+            "ct_slow": write_slow_ct(tmp / "slow.h5"), "sirt_iterations": sirt_iterations_for(1.5, ct, cap=True)}
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,7 @@ CASES = {
 @pytest.mark.parametrize("pipeline", list(CASES))
 def test_job_runs_to_results_in_every_format(server, client, sources, tmp_path, pipeline):
     source, params, modality, learned = CASES[pipeline]
-    if pipeline == "ct-sirt":  # long enough (~1.5 s) to be seen between 0 and 1
+    if pipeline == "ct-sirt":  # long enough (~1.2-1.5 s) to be seen between 0 and 1
         params = {"iterations": sources["sirt_iterations"]}
     study = {**STUDY, "StudyInstanceUID": STUDY_UID} if pipeline == "mri-cg-sense" else STUDY
     job, seen = run_to_end(client, sources[source], pipeline, params, study)
@@ -139,7 +140,7 @@ def test_job_runs_to_results_in_every_format(server, client, sources, tmp_path, 
     assert prov["pipeline"] == pipeline and prov["method"] == pipeline.split("-", 1)[1]
     assert prov["seconds"] > 0 and prov["parameters"]
     if learned:
-        card = load_card(DEFAULT_MODELS["rim"])
+        card = load_card(default_models()["rim"])
         assert prov["model_id"] == card["id"] and prov["weights_sha256"] == card["sha256"]
         assert prov["engine_provider"] == CPU
     else:
@@ -203,10 +204,10 @@ def test_each_job_gets_its_own_series(client, sources, tmp_path):
 
 
 def test_a_job_that_fails_at_run_time_says_why(client, sources, tmp_path):
-    # accepted (the parameter name is known), but the value only fails in the worker
-    job, seen = run_to_end(client, sources["ct"], "ct-fbp", params={"filter": 3}, study=STUDY)
+    # accepted (a well-formed device), but only the worker can tell it has no such device
+    job, seen = run_to_end(client, sources["ct"], "ct-fbp", params={"device": "cuda:99"}, study=STUDY)
     assert job["state"] == "failed" and job["finished_at"] is not None
-    assert job["error"].startswith("pipeline 'ct-fbp': unknown FBP filter '3'; choose one of ramp"), job["error"]
+    assert job["error"].startswith("pipeline 'ct-fbp': device 'cuda:99': this machine has "), job["error"]
     assert "Traceback" not in job["error"] and "uploads/" not in job["error"]
     assert_progress_sane(seen)
     assert job["results"] == [] and job["provenance"] is None and job["metrics"] is None
@@ -218,7 +219,7 @@ def test_a_job_that_fails_at_run_time_says_why(client, sources, tmp_path):
 
 
 def test_cancel_a_running_job(server, client, sources):
-    job_id = client.submit([sources["ct"]], "ct-sirt", params={"iterations": 10_000_000}, study=STUDY)["id"]
+    job_id = client.submit([sources["ct_slow"]], "ct-sirt", params={"iterations": 5000}, study=STUDY)["id"]
     running = wait_until(client, job_id, lambda s: (s["step"] or "").startswith("reconstructing iteration"))
     assert running["state"] == "running", running
     assert 0.05 <= running["progress"] < 0.9
@@ -248,8 +249,8 @@ def test_the_service_on_postgresql(postgres_server, sources, tmp_path):
         assert [ds.PatientID for ds in series] == ["E2E1"] * SLICES
         nifti = client.download(job["id"], "nifti", tmp_path / "recon.nii.gz")
         assert nib.load(nifti).shape == (SIZE, SIZE, SLICES)
-        failed, _ = run_to_end(client, sources["ct"], "ct-fbp", params={"filter": "nope"})
-        assert failed["state"] == "failed" and "unknown FBP filter 'nope'" in failed["error"]
+        failed, _ = run_to_end(client, sources["ct"], "ct-fbp", params={"device": "cuda:99"})
+        assert failed["state"] == "failed" and "device 'cuda:99'" in failed["error"]
     assert not (tmp_path / "data" / "jobs.db").exists()
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         rows = dict(conn.execute("SELECT id, state FROM jobs").fetchall())

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from job_inputs import sirt_iterations_for, write_ct, write_mri
+from job_inputs import sirt_iterations_for, write_mri, write_slow_ct
 
 from recon_service.client import ReconClient
 from recon_service.local_server import LocalServer
@@ -77,7 +77,7 @@ def job_rows(data_dir: Path) -> dict[str, tuple[str, int]]:
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sources")
-    return {"ct": write_ct(tmp / "chest.h5"), "mri": write_mri(tmp / "brain.h5")}
+    return {"ct": write_slow_ct(tmp / "chest.h5"), "mri": write_mri(tmp / "brain.h5")}
 
 
 def test_kill_9_while_running_then_restart_accounts_for_every_job(tmp_path, sources):

@@ -75,7 +75,7 @@ def test_training_refuses_bad_data(dataset, tmp_path):
 
 
 def test_fine_tuning_starts_from_given_weights(dataset, tmp_path):
-    from pipelines.train import SMALL_CONFIGS
+    from pipelines.train import default_model_config
     from pipelines.zoo import ModelError, load_model
 
     start = train(_cfg(dataset, 2), tmp_path / "start")
@@ -89,7 +89,7 @@ def test_fine_tuning_starts_from_given_weights(dataset, tmp_path):
     assert any(not torch.equal(tuned[k], scratch[k]) for k in tuned)
 
     # a shipped model by id: its verified weights are the starting point
-    zoo_cfg = TrainConfig(model="rim", model_config=dict(SMALL_CONFIGS["rim"]), data=str(dataset / "train"),
+    zoo_cfg = TrainConfig(model="rim", model_config=default_model_config("rim"), data=str(dataset / "train"),
                           val_data=None, steps=0, init_from="rim-brain-sim")
     shipped, _ = load_model("rim-brain-sim")
     got = torch.load(train(zoo_cfg, tmp_path / "zoo"), weights_only=True)

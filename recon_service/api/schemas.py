@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -76,18 +77,41 @@ class JobList(BaseModel):
     offset: int
 
 
+class ParameterOut(BaseModel):
+    name: str
+    type: str = Field(description="integer, number, boolean, string or array")
+    default: Any = Field(description="the value used when the parameter is left out")
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = Field(False, description="the minimum itself is not allowed")
+    exclusive_maximum: bool = Field(False, description="the maximum itself is not allowed")
+    choices: list[Any] | None = Field(None, description="the allowed values (for an array: of its items)")
+    pattern: str | None = Field(None, description="regular expression a string value must match")
+    nullable: bool = Field(False, description="null is allowed")
+    service: bool = Field(False, description="a service-level key (engine, providers, device), not an algorithm "
+                                             "setting")
+    allowed: str = Field(description="the allowed values in words, as refusals name them")
+
+
 class PipelineOut(BaseModel):
     name: str = Field(description="the value of the 'pipeline' form field")
     modality: str
     method: str
     description: str
     input_kinds: list[str] = Field(description="raw-data kinds the pipeline takes (exactly one file per job)")
+    learned: bool = Field(description="runs a network from the model zoo")
+    parameters: list[ParameterOut] = Field(description="every accepted 'params' key: type, default, range")
     defaults: dict[str, Any] = Field(description="every accepted 'params' key with its default")
 
     @classmethod
     def of(cls, info: PipelineInfo) -> PipelineOut:
-        return cls(name=info.name, modality=info.modality, method=info.method, description=info.description,
-                   input_kinds=list(info.input_kinds), defaults=info.defaults)
+        method = info.method
+        parameters = [ParameterOut(**{**asdict(p), "choices": None if p.choices is None else list(p.choices)},
+                                   allowed=p.allowed()) for p in method.parameters]
+        return cls(name=info.name, modality=info.modality, method=method.name, description=method.summary,
+                   input_kinds=list(info.input_kinds), learned=info.learned, parameters=parameters,
+                   defaults=method.defaults)
 
 
 class ModelCard(BaseModel):

@@ -14,13 +14,13 @@ from typing import Any
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from pipelines.reconstructors import check_params as check_method_params
+from pipelines.reconstructors import ParamError
 from recon_service.api.uploads import FormError, FormReceiver
 from recon_service.context import ServiceContext
 from recon_service.jobs.catalog import PipelineInfo, get_pipeline
 from recon_service.jobs.inputs import RejectedInput, check_submission
 from recon_service.jobs.store import JobRecord, QueueFull
-from recon_service.security.tokens import Principal
+from recon_service.security.principal import Principal
 from recon_service.storage import StorageError, UploadArea, UploadTooLarge
 
 LOG = logging.getLogger(__name__)
@@ -41,11 +41,12 @@ def parse_json_object(text: str | None, name: str) -> dict[str, Any]:
 
 
 def check_params(pipeline: PipelineInfo, params: dict[str, Any]) -> None:
-    """Refuse params the pipeline's method does not declare (422, naming them and the accepted ones)."""
+    """The method's parameter check (a wrong type, a value out of range, an unknown choice or key: 422 naming
+    the parameter and what it allows, in the words the CLI uses)."""
     try:
-        check_method_params(f"pipeline {pipeline.name!r}", params, pipeline.defaults)
-    except ValueError as err:
-        raise HTTPException(422, str(err)) from err
+        pipeline.check(params)
+    except ParamError as err:
+        raise HTTPException(422, f"pipeline {pipeline.name!r}: {err}") from err
 
 
 def pipeline_of(name: str | None) -> PipelineInfo:

@@ -1,27 +1,38 @@
 """Service pipeline names (``mri-cg-sense``, ``ct-fbp``, ...) over the reconstruction method registry.
 
-A pipeline takes exactly one raw-data file of its modality (fastMRI or ISMRMRD HDF5 for MRI, a sinogram
-HDF5 for CT); DICOM files in the same submission only supply the patient and study of the results.
+A pipeline is a declared method (``pipelines.reconstructors.Method``) under its service name. It takes exactly
+one raw-data file of its modality (the method's ``input_kinds``); DICOM files in the same submission only supply
+the patient and study of the results.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from pipelines.reconstructors import available
-
-RAW_KINDS = {"mri": ("fastmri", "ismrmrd"), "ct": ("sinogram",)}
+from pipelines.reconstructors import Method, MethodParams, available
 
 
 @dataclass(frozen=True)
 class PipelineInfo:
     name: str
-    modality: str
-    method: str
-    description: str
-    input_kinds: tuple[str, ...]
-    defaults: dict[str, Any] = field(default_factory=dict)
+    method: Method
+
+    @property
+    def modality(self) -> str:
+        return self.method.modality
+
+    @property
+    def input_kinds(self) -> tuple[str, ...]:
+        return self.method.input_kinds
+
+    @property
+    def learned(self) -> bool:
+        return self.method.learned is not None
+
+    def check(self, params: dict[str, Any] | None) -> MethodParams:
+        """The method's own parameter check (``ParamError`` naming the parameter and what it allows)."""
+        return self.method.check(params)
 
 
 def pipeline_name(modality: str, method: str) -> str:
@@ -29,8 +40,7 @@ def pipeline_name(modality: str, method: str) -> str:
 
 
 def list_pipelines() -> list[PipelineInfo]:
-    return [PipelineInfo(pipeline_name(r.modality, r.name), r.modality, r.name, r.description,
-                         RAW_KINDS[r.modality], dict(r.defaults)) for r in available()]
+    return [PipelineInfo(pipeline_name(m.modality, m.name), m) for m in available()]
 
 
 def get_pipeline(name: str) -> PipelineInfo:

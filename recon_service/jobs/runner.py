@@ -26,7 +26,6 @@ from typing import Any
 from pipelines.data import InputError
 from pipelines.io.dicom_series import Provenance
 from pipelines.io.dicom_study import StudyInfo
-from pipelines.zoo import DEFAULT_MODELS
 from recon_service.context import ServiceContext
 from recon_service.jobs.catalog import PipelineInfo, get_pipeline
 from recon_service.jobs.inputs import study_info
@@ -58,15 +57,11 @@ class JobFailed(Exception):
         super().__init__(self.reason)
 
 
-def is_learned(info: PipelineInfo) -> bool:
-    return info.modality == "mri" and info.method in DEFAULT_MODELS
-
-
 def service_params(settings: Settings, info: PipelineInfo, params: dict[str, Any] | None) -> dict[str, Any]:
     """The job's parameters plus the service's choices: learned methods run on ONNX Runtime (unless the job
     asks for ``engine``) with the operator's provider preference (``RECON_PROVIDERS``) when one is set."""
     merged = dict(params or {})
-    if is_learned(info):
+    if info.learned:
         merged.setdefault("engine", SERVICE_ENGINE)
         providers = settings.provider_list()
         if providers:
@@ -135,8 +130,7 @@ def _jsonable(value: Any) -> Any:
     return clean(json.loads(json.dumps(value, default=str, allow_nan=True)))
 
 
-def _reconstruction_progress(progress: ProgressFn, modality: str) -> Callable[[int, int], None]:
-    unit = "slice" if modality == "mri" else "iteration"
+def _reconstruction_progress(progress: ProgressFn, unit: str) -> Callable[[int, int], None]:
 
     def report(done: int, total: int) -> None:
         fraction = min(max(done / total, 0.0), 1.0) if total > 0 else 1.0
@@ -206,7 +200,8 @@ def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> di
         progress(LOAD_END, "reconstructing")
         params = service_params(context.settings, info, job.params)
         try:
-            recon = reconstruct(acq, info.method, params, _reconstruction_progress(progress, info.modality))
+            report = _reconstruction_progress(progress, info.method.progress_unit)
+            recon = reconstruct(acq, info.method.name, params, report)
         except InputError as err:
             raise JobFailed(f"input {record.filename!r}: {scrub.for_client(err.problem)}") from err
         except ValueError as err:  # bad parameters, a model that does not fit, ...
@@ -215,7 +210,7 @@ def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> di
         progress(RECON_END, "writing results")
         attrs = recon.volume.attrs
         provenance = {
-            "pipeline": info.name, "method": info.method, "modality": info.modality,
+            "pipeline": info.name, "method": info.method.name, "modality": info.modality,
             "model_id": attrs.get("model_id"), "weights_sha256": attrs.get("weights_sha256"),
             "engine_provider": _engine_provider(attrs, params), "parameters": attrs.get("params", params),
             "reconstruction_seconds": attrs.get("seconds"),
@@ -224,7 +219,7 @@ def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> di
         dicom = DicomSeries(info.modality, _study(job, acq), _dicom_provenance(provenance),
                             f"{info.name} reconstruction")
         files = write_results(data_dir, job.id, recon.volume, metrics,
-                              {"job_id": job.id, "pipeline": info.name, "method": info.method}, dicom)
+                              {"job_id": job.id, "pipeline": info.name, "method": info.method.name}, dicom)
         provenance["seconds"] = time.perf_counter() - started
         return _jsonable({"files": files, "provenance": provenance, "metrics": metrics})
     except (JobCancelled, JobFailed):

@@ -8,6 +8,7 @@ Callers get :class:`JobRecord` snapshots, never live ORM objects.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -216,8 +217,8 @@ class JobStore:
             return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
     def finish(self, job_id: str, state: JobState, error: str | None = None,
-               result: dict[str, Any] | None = None) -> JobRecord | None:
-        """End a running job as succeeded, failed or cancelled."""
+               result: dict[str, Any] | None = None, worker: str | None = None) -> JobRecord | None:
+        """End a running job as succeeded, failed or cancelled (with ``worker``: only while that worker runs it)."""
         if state not in FINAL_STATES:
             raise ValueError(f"{state} is not a final state")
         with self._session() as session:
@@ -229,7 +230,10 @@ class JobStore:
                 values.update(progress=1.0, step="done")
             elif state == JobState.CANCELLED:
                 values.update(step="cancelled")
-            session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING.value).values(**values))
+            running = [Job.id == job_id, Job.state == JobState.RUNNING.value]
+            if worker is not None:
+                running.append(Job.worker == worker)
+            session.execute(update(Job).where(*running).values(**values))
             session.commit()
             return self._record(session, job_id)
 
@@ -282,6 +286,22 @@ class JobStore:
             jobs = session.scalars(select(Job).where(Job.state == JobState.RUNNING.value, Job.worker.in_(workers),
                                                      Job.heartbeat_at < limit)).all()
             return [JobRecord.of(j) for j in jobs]
+
+    def overdue(self, workers: list[str], limit_for: Callable[[str], float]) -> list[tuple[JobRecord, float]]:
+        """Running jobs of these workers whose run started more than their pipeline's limit ago (``limit_for``
+        gives the seconds of a pipeline, 0 for none), each with its limit."""
+        if not workers:
+            return []
+        now = utcnow()
+        with self._session() as session:
+            jobs = session.scalars(select(Job).where(Job.state == JobState.RUNNING.value,
+                                                     Job.worker.in_(workers))).all()
+            found = []
+            for job in jobs:
+                limit = limit_for(job.pipeline)
+                if limit > 0 and job.started_at is not None and (now - _aware(job.started_at)).total_seconds() > limit:
+                    found.append((JobRecord.of(job), limit))
+            return found
 
     def recover_worker(self, worker: str, max_attempts: int, cause: str = "the worker process running this job died"
                        ) -> list[tuple[str, str]]:

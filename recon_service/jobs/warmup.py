@@ -35,18 +35,18 @@ def tiny_acquisition(size: int = 32, coils: int = 2):
 
 
 def warm_up(settings: Settings) -> dict[str, str]:
-    """Load every default model (``pipelines.zoo.DEFAULT_MODELS``) and run it once on a tiny input.
+    """Load every default model (``pipelines.reconstructors.default_models``) and run it once on a tiny input.
 
     Returns ``{model_id: engine provider}`` (e.g. ``"onnxruntime:CPUExecutionProvider"``); raises
     :class:`WarmUpError` naming the model that failed. Callable from the API process and from workers; the
     caches it fills are per process. Whether to call it at all is ``settings.warmup``, the caller's choice.
     """
     from pipelines.pipeline import reconstruct
-    from pipelines.zoo import DEFAULT_MODELS
+    from pipelines.reconstructors import default_models
 
     acq = tiny_acquisition()
     providers: dict[str, str] = {}
-    for method, model_id in DEFAULT_MODELS.items():
+    for method, model_id in default_models().items():
         start = time.perf_counter()
         try:
             info = get_pipeline(pipeline_name("mri", method))

@@ -17,6 +17,9 @@ Lifetime rules:
   re-queued, or failed once it has used ``max_attempts`` runs (``JobStore.recover_worker``).
 * A worker whose job reports no progress for ``settings.job_stall_s`` seconds is taken as hung (a deadlock,
   a stuck device call): the pool kills it, and it is replaced and its job settled as for a worker that died.
+* A job running longer than its pipeline's wall-clock limit (``settings.job_timeout_for``) is failed with
+  that reason and its worker killed and replaced, so a job that reports progress but would run for hours
+  cannot hold a worker; the next job runs on the new worker.
 * SIGINT is ignored by workers: Ctrl-C in a terminal reaches the whole process group, and the server
   decides how to stop.
 """
@@ -350,9 +353,11 @@ class WorkerPool:
     def _watch(self) -> None:
         last_stall_check = time.monotonic()
         while not self._stopping.wait(self.MONITOR_INTERVAL):
-            if self.settings.job_stall_s and time.monotonic() - last_stall_check >= self.STALL_CHECK_INTERVAL:
+            if time.monotonic() - last_stall_check >= self.STALL_CHECK_INTERVAL:
                 last_stall_check = time.monotonic()
-                self._kill_hung_workers()
+                if self.settings.job_stall_s:
+                    self._kill_hung_workers()
+                self._stop_overdue_jobs()
             with self._lock:
                 dead = [(slot, p) for slot, p in enumerate(self._procs) if p is not None and not p.is_alive()]
             for slot, proc in dead:
@@ -374,6 +379,32 @@ class WorkerPool:
             self._hung.add(proc.pid)
             proc.kill()
             proc.join(5)
+
+    def _stop_overdue_jobs(self) -> None:
+        """Fail every job that ran past its wall-clock limit and kill its worker (replaced by the monitor)."""
+        from recon_service.jobs.store import JobState
+
+        host = socket.gethostname()
+        with self._lock:
+            by_id = {f"{host}:{p.pid}": p for p in self._procs if p is not None and p.is_alive()}
+        try:
+            overdue = self._job_store().overdue(list(by_id), self.settings.job_timeout_for)
+        except SQLAlchemyError as err:
+            LOG.warning("time-limit check skipped: job store unreachable (%s)", type(err).__name__)
+            return
+        for job, limit in overdue:
+            proc = by_id[job.worker]
+            LOG.error("job %s ran past its limit of %.0f s; stopping it and replacing its worker (pid %d)", job.id,
+                      limit, proc.pid)
+            proc.kill()
+            proc.join(5)
+            setting = "RECON_JOB_TIMEOUTS" if job.pipeline in self.settings.job_timeouts else "RECON_JOB_TIMEOUT_S"
+            reason = (f"the job ran past its time limit of {limit:g} s ({setting}) and was stopped; resubmit with "
+                      "fewer iterations or a smaller input, or ask the operator for a longer limit")
+            try:
+                self._job_store().finish(job.id, JobState.FAILED, error=reason, worker=job.worker)
+            except SQLAlchemyError as err:  # the dead worker's job is then settled by _replace / recovery
+                LOG.error("could not fail overdue job %s (%s)", job.id, type(err).__name__)
 
     def _replace(self, slot: int, proc: BaseProcess) -> None:
         dead_id = f"{socket.gethostname()}:{proc.pid}"

@@ -1,0 +1,89 @@
+"""What the learned MRI methods share: zoo model, engine choice (torch module or ONNX Runtime session)
+and the slice loop of ``pipelines.learned``. Models and engines are cached per process."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field, field_validator
+
+from pipelines.data import ImageVolume, MRIAcquisition
+from pipelines.reconstructors import SERVICE, LearnedModel, Method, MethodParams, Progress
+from pipelines.sampling import acquisition_mask
+
+Provider = Literal["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+DEFAULT_PROVIDERS: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class LearnedParams(MethodParams):
+    model_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                                 description="zoo model (null: the method's shipped default)",
+                                 json_schema_extra={"allowed": "a model id from `recon zoo list`"})
+    engine: Literal["torch", "onnx"] = Field("torch", description="torch module or ONNX Runtime session",
+                                             json_schema_extra=SERVICE)
+    fft: Literal["matmul", "dft-op"] = Field("matmul", description="FFT variant of the ONNX engine",
+                                             json_schema_extra=SERVICE)
+    providers: list[Provider] | None = Field(None, min_length=1, max_length=3,
+                                             description="ONNX Runtime providers in order of preference (null: "
+                                                         "TensorRT > CUDA > CPU, whichever is available)",
+                                             json_schema_extra=SERVICE)
+    kind: ClassVar[str] = ""  # the network kind of the method's models
+
+    @field_validator("model_id")
+    @classmethod
+    def _shipped(cls, model_id: str | None) -> str | None:
+        """A model that is in the zoo and of the method's kind, so a wrong id is refused at submission."""
+        from pipelines.zoo import load_card
+
+        if model_id is not None:
+            card = load_card(model_id)  # ModelError (a ValueError) for an unknown id
+            if cls.kind and card["kind"] != cls.kind:
+                raise ValueError(f"model {model_id!r} is a {card['kind']}, not a {cls.kind}")
+        return model_id
+
+
+_MODEL_CACHE: dict[str, tuple[torch.nn.Module, dict[str, Any]]] = {}
+_ENGINE_CACHE: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+def _cached_model(model_id: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from pipelines.zoo import load_model
+
+    if model_id not in _MODEL_CACHE:
+        _MODEL_CACHE[model_id] = load_model(model_id)
+    return _MODEL_CACHE[model_id]
+
+
+def _engine(model: torch.nn.Module, model_id: str, card: dict[str, Any], params: LearnedParams) -> tuple[Any, str]:
+    """The torch module, or an ONNX Runtime session of its exported graph (``engine=onnx``)."""
+    if params.engine == "torch":
+        return model, "torch-cpu"
+    from pipelines.engines import OnnxEngine, verified_onnx_path
+
+    providers = tuple(params.providers or DEFAULT_PROVIDERS)
+    key = (model_id, params.fft, providers)
+    if key not in _ENGINE_CACHE:
+        _ENGINE_CACHE[key] = OnnxEngine(verified_onnx_path(model_id, params.fft, card), providers)
+    engine = _ENGINE_CACHE[key]
+    return engine, f"onnxruntime:{engine.provider}"
+
+
+def learned(name: str, summary: str, model: LearnedModel) -> Method:
+    """The declaration of a learned method running ``model.kind`` networks from the zoo."""
+
+    def run(acq: MRIAcquisition, params: LearnedParams, progress: Progress | None = None) -> ImageVolume:
+        from pipelines.learned import reconstruct_acquisition
+
+        model_id = params.model_id or model.default_model
+        network, card = _cached_model(model_id)
+        if card["kind"] != model.kind:
+            raise ValueError(f"model {model_id!r} is a {card['kind']}, not a {model.kind}")
+        engine, provider = _engine(network, model_id, card, params)
+        mask, num_low = acquisition_mask(acq)
+        data = reconstruct_acquisition(engine, acq, mask, num_low, progress)
+        return ImageVolume(data, acq.affine, {"model_id": model_id, "weights_sha256": card["sha256"],
+                                              "engine": provider, "params": params.model_dump()})
+
+    params = type(f"{model.kind.capitalize()}Params", (LearnedParams,), {"kind": model.kind})
+    return Method(name, "mri", summary, params, run, learned=model)
