@@ -4,9 +4,29 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- no skips: a test that cannot run here fails, with the reason (issue #14) ----------------------------------
+
+def _skip_as_failure(report) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"a skipped test fails in this suite (install what it needs, or fix it): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _skip_as_failure(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _skip_as_failure(outcome.get_result())
 
 
 def recon_command() -> list[str]:
@@ -33,6 +53,8 @@ def run_recon():
 @pytest.fixture(scope="module")
 def single_thread():
     """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP barriers stall."""
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -41,14 +63,19 @@ def single_thread():
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A throwaway PostgreSQL 15 server on 127.0.0.1 for the whole session (see tests/postgres.py)."""
+    """A throwaway PostgreSQL 15 server on 127.0.0.1 for the whole session (see tests/postgres.py).
+
+    A server that cannot start fails every test that needs it, with the install hint: never a skip."""
     from postgres import PostgresServer, PostgresUnavailable
 
     server = PostgresServer()
     try:
         server.start()
+        problem = None
     except PostgresUnavailable as err:
-        pytest.skip(str(err))
+        problem = str(err)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     yield server
     server.stop()
 

@@ -1,12 +1,10 @@
 """dciodvfy (Debian dicom3tools) on written DICOM files, for the writer's and the service's tests."""
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from system_deps import require_tool
 
-DCIODVFY = shutil.which("dciodvfy") or "/usr/bin/dciodvfy"
 # Laterality (0020,0060) is written empty: the body part, and so whether it is paired, is unknown to the writer.
 # dciodvfy warns that an empty value is only allowed when actually unknown, which is the case here.
 ALLOWED_WARNING = "attribute <Laterality>"
@@ -14,9 +12,8 @@ ALLOWED_WARNING = "attribute <Laterality>"
 
 def dciodvfy(path: Path) -> list[str]:
     """dciodvfy's Error and Warning lines for one file (it reports on stderr)."""
-    if not Path(DCIODVFY).exists():
-        pytest.skip("dciodvfy not installed (Debian dicom3tools; scripts/install-system-deps.sh installs it)")
-    proc = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
+    dciodvfy_path = require_tool("dciodvfy", "dicom3tools")  # a failure with the install hint, never a skip
+    proc = subprocess.run([dciodvfy_path, str(path)], capture_output=True, text=True, timeout=60)
     lines = (proc.stdout + proc.stderr).splitlines()
     return [line for line in lines if line.startswith(("Error", "Warning"))]
 

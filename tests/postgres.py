@@ -18,12 +18,16 @@ from pathlib import Path
 
 import psycopg
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-INSTALL_HINT = "PostgreSQL 15 is not installed; run scripts/install-system-deps.sh (it installs postgresql)"
+# RECON_TEST_POSTGRES_BIN points elsewhere (tests/test_hardening_no_skips.py uses it to show that a missing
+# server fails the tests rather than skipping them)
+PG_BIN = Path(os.environ.get("RECON_TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+INSTALL_HINT = ("PostgreSQL 15 is not installed: install the Debian package postgresql (postgresql-15); "
+                "bash scripts/install-system-deps.sh installs it")
 
 
 class PostgresUnavailable(RuntimeError):
-    """The server cannot be started here (binaries or the ``postgres`` user missing)."""
+    """The server cannot be started here (binaries or the ``postgres`` user missing): the tests that need it
+    fail with this message (tests/conftest.py), they are never skipped."""
 
 
 def _free_port() -> int:
