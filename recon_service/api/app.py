@@ -17,9 +17,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recon_service.api import auditing
 from recon_service.api.background import start_background
+from recon_service.api.body_drain import DrainBody
 from recon_service.api.metrics import RequestMetrics, make_registry
 from recon_service.api.readiness import WarmUp
 from recon_service.api.routers import audit, catalog, health, jobs
+from recon_service.api.uploads import FORM_OVERHEAD
 from recon_service.context import ServiceContext
 from recon_service.settings import Settings, get_settings
 
@@ -67,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.warmup = WarmUp()
     app.state.background = None
     app.state.metrics_registry, requests = make_registry(app.state)
+    # answers only after the body is read (up to the upload limit): a client still sending gets no reset
+    app.add_middleware(DrainBody, max_bytes=int(settings.max_upload_mb * 2**20) + FORM_OVERHEAD)
     app.add_middleware(RequestMetrics, counter=lambda: requests)
     app.add_exception_handler(StarletteHTTPException, auditing.audited_http_exception)
     app.add_exception_handler(RequestValidationError, auditing.audited_validation_error)
