@@ -1,20 +1,37 @@
-"""Turn a finished training run into a shipped model: weights, measured metrics and a card."""
+"""Turn a finished training run into a shipped model: weights, measured metrics, ONNX engines and a card.
+
+Everything is prepared in a staging directory inside the zoo (``<zoo>/.ship-<id>-*/<id>/``): the weights are
+copied and checked against the run's configuration, the network is evaluated on the held-out sets, the ONNX
+engines are exported and checked against torch, and the card lists the metrics and the engines. Only when all
+of that succeeded does the staged directory replace ``<zoo>/<id>/`` (one atomic rename exchange on Linux;
+elsewhere two renames with the previous directory kept until the new one is in place). A ship that fails at
+any step leaves the zoo as it was.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
+import errno
 import json
+import math
 import os
 import platform
-from collections.abc import Callable
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from pipelines.evaluate import evaluate_held_out
-from pipelines.zoo import ZOO_DIR, load_card, save_card, write_card
+from pipelines.data import InputError, MRIAcquisition
+from pipelines.evaluate import ACCELERATIONS, HELD_OUT_SETS, dataset_files
+from pipelines.zoo import ZOO_DIR, ModelError, load_card, load_model, model_dir, save_card, write_card
 
 
 def training_command(run: Path, config: dict[str, Any]) -> str:
@@ -87,38 +104,179 @@ def _training_seconds(run: Path) -> float:
     return total + (seconds[-1] if seconds else 0.0)
 
 
+Progress = Callable[[str], None]
+
+DEFAULT_ENGINE_FFTS = ("matmul",)  # the FFT variant the service's ONNX engines use by default
+MIN_ENGINE_PARITY_DB = 60.0  # ONNX Runtime against torch; shipped engines reach 140 dB
+METRICS_NOTE = ("fastMRI definitions on magnitude images against the noise-free RSS reference; mean/std over "
+                "volumes; held-out slabs, orientations and contrast never trained on")
+
+
+def held_out_files(eval_root: Path) -> dict[str, dict[str, list[Path]]]:
+    """``{set: {acceleration: files}}`` of the held-out sets under ``eval_root``; an ``InputError`` names the
+    first set or acceleration that is missing, before anything is evaluated."""
+    return {name: {acc: dataset_files(Path(eval_root) / name, f"*_{acc}*") for acc in ACCELERATIONS}
+            for name in HELD_OUT_SETS}
+
+
+def evaluate_network(network: torch.nn.Module, eval_root: Path, label: str = "model",
+                     progress: Progress | None = None) -> dict[str, Any]:
+    """PSNR/SSIM/NMSE (mean/std over volumes), seconds per slice and volume count of a network per held-out set
+    and acceleration; the same computation as evaluating the learned method (torch engine) on those files."""
+    from pipelines.learned import reconstruct_acquisition
+    from pipelines.metrics import evaluate_volume
+    from pipelines.pipeline import load
+    from pipelines.sampling import acquisition_mask
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, by_acc in held_out_files(eval_root).items():
+        for acc, files in by_acc.items():
+            rows: dict[str, list[float]] = {"psnr": [], "ssim": [], "nmse": []}
+            seconds = slices = 0.0
+            for path in files:
+                acq = load(path)
+                if not isinstance(acq, MRIAcquisition) or acq.reference is None:
+                    raise InputError(path, "is not an MRI acquisition with a reference image to evaluate against")
+                mask, num_low = acquisition_mask(acq)
+                start = time.perf_counter()
+                data = reconstruct_acquisition(network, acq, mask, num_low)
+                seconds += time.perf_counter() - start
+                slices += data.shape[0]
+                for key, value in evaluate_volume(acq.reference, np.abs(data).astype(np.float32)).items():
+                    rows[key].append(value)
+            summary: dict[str, Any] = {key: {"mean": float(np.mean(v)), "std": float(np.std(v))}
+                                       for key, v in rows.items()}
+            if not all(math.isfinite(summary[key]["mean"]) for key in rows):
+                raise ModelError(f"{label}: the metrics on {name} {acc} are not finite; the weights are broken")
+            results.setdefault(name, {})[acc] = {**summary, "seconds_per_slice": seconds / max(slices, 1),
+                                                 "volumes": len(files)}
+            if progress:
+                progress(f"{label} {name} {acc}: PSNR {summary['psnr']['mean']:.2f}")
+    return results
+
+
 def evaluate_model(model_id: str, eval_root: Path, zoo: Path = ZOO_DIR,
-                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   progress: Progress | None = None) -> dict[str, Any]:
     """PSNR/SSIM/NMSE of a zoo model per held-out set and acceleration."""
-    kind = load_card(model_id, zoo)["kind"]
-
-    def report(name: str, acc: str, summary: dict[str, Any]) -> None:
-        if progress:
-            progress(f"{model_id} {name} {acc}: PSNR {summary['methods'][kind]['psnr']['mean']:.2f}")
-
-    results = evaluate_held_out(eval_root, [kind], {kind: {"model_id": model_id}}, report)
-    return {name: {acc: {**summary["methods"][kind], "volumes": summary["volumes"]}
-                   for acc, summary in by_acc.items()} for name, by_acc in results.items()}
+    network, _ = load_model(model_id, zoo)
+    return evaluate_network(network, eval_root, model_id, progress)
 
 
 DEFAULT_DATA_NOTE = ("simulated brain training split (recon simulate mri --set train): ICBM152 template, "
                      "T1/T2/PD contrasts, axial training slabs only, 8 coils, 128x128, SNR 30 dB")
 
 
-def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR,
-             progress: Callable[[str], None] | None = None, data_note: str = DEFAULT_DATA_NOTE) -> Path:
-    """Copy ``run/model.pt`` into the zoo as ``model_id``, evaluate it and write its card."""
+def shipped_ffts(model_id: str, zoo: Path = ZOO_DIR) -> tuple[str, ...]:
+    """The FFT variants of the engines a ship of ``model_id`` makes: the default ones and every variant the
+    model in the zoo ships now."""
+    ffts = list(DEFAULT_ENGINE_FFTS)
+    with contextlib.suppress(ModelError):
+        ffts += [e["fft"] for e in load_card(model_id, zoo).get("engines", {}).values() if e.get("fft") not in ffts]
+    return tuple(ffts)
+
+
+def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR, progress: Progress | None = None,
+             data_note: str = DEFAULT_DATA_NOTE, ffts: Sequence[str] | None = None) -> Path:
+    """Stage ``run/model.pt`` as ``model_id`` with its card, metrics and ONNX engines (``ffts``, default
+    :func:`shipped_ffts`), then put it into the zoo in one step. Returns the card's path in the zoo.
+
+    Raises ``InputError``/``ModelError``/``FileNotFoundError`` (the zoo unchanged) when the run is incomplete,
+    its weights do not fit its configuration or are not finite, the evaluation data lacks a set, or an engine
+    does not match torch."""
+    from pipelines.engines import export_zoo_model, verified_onnx_path
+
+    run, zoo = Path(run), Path(zoo)
+    for name in ("config.json", "log.csv", "model.pt"):
+        if not (run / name).is_file():
+            raise InputError(run, f"not a finished training run: {name} is missing")
+    target = model_dir(model_id, zoo)
+    held_out_files(eval_root)  # fail before any work when a set is missing
+    ffts = tuple(ffts) if ffts else shipped_ffts(model_id, zoo)
     config = json.loads((run / "config.json").read_text())
-    training: dict[str, Any] = {  # read before write_card replaces a zoo model the run started from
+    training: dict[str, Any] = {
         "data": data_note,
         **run_training(run, config, zoo),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {config.get('threads') or 'all'} training "
                    f"thread(s), torch {torch.__version__}",
         "date": date.today().isoformat(),
     }
-    write_card(model_id, config["model"], config["model_config"], run / "model.pt", {"training": training}, zoo)
-    card = load_card(model_id, zoo)
-    card["metrics"] = evaluate_model(model_id, eval_root, zoo, progress)
-    card["metrics_note"] = ("fastMRI definitions on magnitude images against the noise-free RSS reference; "
-                            "mean/std over volumes; held-out slabs, orientations and contrast never trained on")
-    return save_card(card, zoo)
+    zoo.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".ship-{model_id}-", dir=zoo))  # same file system as the target
+    try:
+        write_card(model_id, config["model"], config["model_config"], run / "model.pt", {"training": training},
+                   staging)
+        network, card = load_model(model_id, staging)  # the weights fit the configuration
+        if not all(torch.isfinite(p).all() for p in network.state_dict().values() if p.is_floating_point()):
+            raise ModelError(f"{run / 'model.pt'}: the weights hold NaN or infinite values")
+        card["metrics"] = evaluate_network(network, eval_root, model_id, progress)
+        card["metrics_note"] = METRICS_NOTE
+        save_card(card, staging)
+        for fft in ffts:
+            if progress:
+                progress(f"{model_id}: exporting the ONNX engine with the {fft} FFT")
+            path, psnr_db = export_zoo_model(model_id, fft, zoo=staging)
+            if not psnr_db >= MIN_ENGINE_PARITY_DB:
+                raise ModelError(f"{path.name}: ONNX Runtime differs from torch ({psnr_db:.1f} dB PSNR, "
+                                 f"needs {MIN_ENGINE_PARITY_DB:g} dB)")
+        card = load_card(model_id, staging)  # the staged model as the service will load it
+        load_model(model_id, staging)
+        for fft in ffts:
+            verified_onnx_path(model_id, fft, card, staging)
+        staged = model_dir(model_id, staging)
+        _fsync_tree(staged)
+        _replace_dir(staged, target, staging / "previous")
+        _fsync_dir(zoo)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / "card.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in directory.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+    _fsync_dir(directory)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is not available."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"cannot exchange {a} and {b}: {os.strerror(err)}")
+
+
+def _replace_dir(staged: Path, target: Path, previous: Path) -> None:
+    """Put ``staged`` at ``target``. An existing ``target`` is swapped out in one step where the system can,
+    else moved to ``previous`` first and moved back if the second rename fails; ``previous`` (or ``staged``
+    after a swap) holds the old directory for the caller to delete."""
+    if not target.exists():
+        os.rename(staged, target)
+        return
+    if _exchange(staged, target):
+        return
+    os.rename(target, previous)
+    try:
+        os.rename(staged, target)
+    except OSError:
+        os.rename(previous, target)
+        raise

@@ -232,7 +232,7 @@ def cmd_zoo_ship(args: argparse.Namespace) -> int:
     from pipelines.ship import DEFAULT_DATA_NOTE, ship_run
 
     card = ship_run(Path(args.run), args.id, Path(args.eval_data), progress=lambda msg: print(msg, file=sys.stderr),
-                    data_note=args.data_note or DEFAULT_DATA_NOTE)
+                    data_note=args.data_note or DEFAULT_DATA_NOTE, ffts=args.fft)
     print(f"card: {card}")
     return 0
 
@@ -414,13 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser("zoo", help="shipped models")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_sub.add_parser("list", help="list shipped models").set_defaults(func=cmd_zoo_list)
-    ship = zoo_sub.add_parser("ship", help="evaluate a training run and add it to models/zoo with a card")
+    ship = zoo_sub.add_parser("ship", help="evaluate a training run, export its ONNX engines and add it to "
+                                           "models/zoo with a card (the zoo changes only if every step succeeds)")
     ship.add_argument("run", help="training run directory (model.pt, config.json, log.csv)")
     ship.add_argument("--id", required=True, help="model id, e.g. recurrentvarnet-brain-sim")
     ship.add_argument("--data-note", help="what the training data was, for the card (default: the simulated "
                                            "brain training split)")
     ship.add_argument("--eval-data", default="data/brain-bench",
                       help="directory with test/, test-orientation/, test-contrast/ (default data/brain-bench)")
+    ship.add_argument("--fft", nargs="+", choices=["matmul", "dft-op"],
+                      help="FFT variants of the ONNX engines to ship (default: matmul and those the model ships now)")
     ship.set_defaults(func=cmd_zoo_ship)
 
     ex = sub.add_parser("export", help="export a zoo model to ONNX (dynamic batch, coils and matrix size)")
