@@ -97,7 +97,45 @@ def test_admm_tv_2d_and_3d_run_on_fan_beam_with_progress():
     x2 = admm_tv_2d(sino, op, iterations=15, progress=lambda i, n: seen.append((i, n)))
     x3 = admm_tv_3d(sino, op, iterations=15)
     assert seen[-1] == (15, 15)
+    # measured: FBP 17.11 dB, ADMM-TV 2D 20.74, 3D 21.27 (15 iterations); leads asserted with 1 dB to spare
     base = _psnr(fbp(sino, geom).numpy(), volume)
-    assert _psnr(x2.numpy(), volume) > base
-    assert _psnr(x3.numpy(), volume) > base
+    assert _psnr(x2.numpy(), volume) > base + 2.6
+    assert _psnr(x3.numpy(), volume) > base + 3.1
     assert x2.shape == x3.shape == (4, 32, 32)
+
+
+def test_admm_tv_beats_sirt_beats_fbp_on_sparse_view_ellipsoids(tmp_path, single_thread):
+    """The three random-ellipsoid volumes of ``recon simulate ct`` (48 x 48 x 4, 8 parallel views, Poisson noise
+    at I0 = 1e5; piecewise constant, as TV assumes), tuned ADMM-TV 3D against SIRT at any iteration count.
+
+    Measured PSNR (dB) per volume: FBP 18.26 / 20.91 / 19.68; SIRT after 30 / 100 / 300 / 1000 iterations
+    26.44 / 27.97 / 28.16 / 27.78, 30.88 / 31.08 / 29.24 / 27.40, 28.43 / 29.07 / 27.95 / 26.30; ADMM-TV
+    31.79 / 33.30 / 30.69. ADMM-TV leads the best SIRT by at least 1.62 dB, SIRT-100 leads FBP by at least
+    9.38 dB: asserted with margins 1.0 and 8.0 dB, and each figure above its measured value minus 0.5 dB.
+    """
+    from models.physics.ct.geometry import geometry_from_dict
+    from pipelines.io.sinogram import read_sinogram
+    from pipelines.simulate.ct import simulate_ct_dataset
+
+    measured = {"ellipsoids-01.h5": (18.26, 27.97, 31.79), "ellipsoids-02.h5": (20.91, 31.08, 33.30),
+                "ellipsoids-03.h5": (19.68, 29.07, 30.69)}  # FBP, SIRT-100, ADMM-TV
+    paths = simulate_ct_dataset(tmp_path, 8, source="ellipsoids", size=48, slices=4, noise_i0=1e5)
+    assert sorted(p.name for p in paths) == sorted(measured)
+    for path in paths:
+        acq = read_sinogram(path)
+        geom = geometry_from_dict(acq.geometry, acq.angles)
+        op, sino, ref = CTProjector(geom), torch.from_numpy(acq.sinogram), acq.reference
+        scores = {"fbp": _psnr(fbp(sino, geom).numpy(), ref)}
+        x, done = None, 0
+        for n in (30, 100, 300, 1000):  # SIRT continued from its last iterate
+            x = sirt(sino, op, iterations=n - done, x0=x)
+            done = n
+            scores[f"sirt-{n}"] = _psnr(x.numpy(), ref)
+        s = tuned_admm_settings(len(acq.angles))
+        scores["admm-tv"] = _psnr(admm_tv_3d(sino, op, lam=s.lam, lam_z=s.lam_z, rho=s.rho, iterations=s.iterations,
+                                             cg_iterations=s.cg_iterations).numpy(), ref)
+        best_sirt = max(v for k, v in scores.items() if k.startswith("sirt-"))
+        assert scores["admm-tv"] > best_sirt + 1.0, (path.name, scores)
+        assert scores["sirt-100"] > scores["fbp"] + 8.0, (path.name, scores)
+        for name, value in zip(("fbp", "sirt-100", "admm-tv"), measured[path.name], strict=True):
+            assert scores[name] > value - 0.5, (path.name, name, scores)
