@@ -323,11 +323,12 @@ def guarded_app(context: ServiceContext) -> FastAPI:
 
 
 @contextlib.contextmanager
-def serve(app: FastAPI) -> Iterator[httpx.Client]:
-    """Run ``app`` under uvicorn on a loopback port in a thread; yields an HTTP client for it."""
+def serve(app: FastAPI, lifespan: str = "off") -> Iterator[httpx.Client]:
+    """Run ``app`` under uvicorn on a loopback port in a thread; yields an HTTP client for it (``lifespan="on"``
+    for the service's app, whose lifespan opens the database)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -394,3 +395,64 @@ def test_unreachable_jwks_gives_401_not_500(tmp_path, keys, caplog):
         assert token.split(".")[1] not in caplog.text
     finally:
         context.engine.dispose()
+
+
+def test_oidc_tokens_on_the_service_routes(tmp_path, keys, jwks):
+    """The real app (``create_app``, its lifespan, its routers) under uvicorn on loopback, JWTs checked against
+    the JWKS server: scopes from the ``scope``/``scp`` claims open /v1/jobs and /v1/pipelines, or answer 403;
+    a JWT that is not valid answers 401 everywhere."""
+    from api_server import write_sinogram_file
+
+    from recon_service.api import create_app
+    from recon_service.db import make_engine
+
+    settings = Settings(data_dir=tmp_path / "data", run_workers=False, warmup=False, oidc_jwks_url=jwks.url,
+                        oidc_issuer=ISSUER, oidc_audience=AUDIENCE)
+    sinogram = write_sinogram_file(tmp_path / "chest.h5").read_bytes()
+    now = int(time.time())
+    reader = mint(keys, sub="dr.house", scope="openid jobs:read")
+    submitter = mint(keys, sub="ci-runner", scope=None, scp=["jobs:submit"])
+    both = mint(keys, key="ec", kid="ec-1", alg="ES256", sub="alice", scope="jobs:read jobs:submit")
+    admin = mint(keys, sub="ops", scope="admin")
+    unscoped = mint(keys, sub="eve", scope="openid profile email")
+    invalid = {"expired": mint(keys, exp=now - 3600, iat=now - 7200, nbf=now - 7200),
+               "wrong audience": mint(keys, aud="another-api"), "wrong key": mint(keys, key="other-rsa"),
+               "wrong issuer": mint(keys, iss="https://evil.example.org"), "not a JWT": "a.b.c", "none": None}
+
+    def call(client: httpx.Client, route: str, token: str | None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if route == "submit":
+            return client.post("/v1/jobs", headers=headers, data={"pipeline": "ct-fbp"},
+                               files=[("file", ("chest.h5", sinogram, "application/x-hdf5"))])
+        return client.get({"jobs": "/v1/jobs", "pipelines": "/v1/pipelines"}[route], headers=headers)
+
+    routes = ("submit", "jobs", "pipelines")
+    expected = {reader: (403, 200, 200), submitter: (202, 403, 403), both: (202, 200, 200), admin: (202, 200, 200),
+                unscoped: (403, 403, 403), **{token: (401, 401, 401) for token in invalid.values()}}
+    names = {reader: "reader", submitter: "submitter", both: "both", admin: "admin", unscoped: "unscoped",
+             **{token: name for name, token in invalid.items()}}
+    with serve(create_app(settings), lifespan="on") as client:
+        got = {names[token]: tuple(call(client, route, token).status_code for route in routes) for token in expected}
+        assert got == {names[token]: statuses for token, statuses in expected.items()}
+        # what the routes answered is the real thing: the job submitted with an OIDC token is listed and readable
+        accepted = call(client, "submit", submitter).json()
+        listed = call(client, "jobs", reader).json()["items"]
+        assert accepted["id"] in {job["id"] for job in listed}
+        assert client.get(f"/v1/jobs/{accepted['id']}", headers={"Authorization": f"Bearer {reader}"}).json()[
+            "state"] == "queued"
+        assert "ct-fbp" in {p["name"] for p in call(client, "pipelines", reader).json()}
+        refused = call(client, "submit", reader)
+        assert refused.json() == {"detail": "this token lacks the 'jobs:submit' scope"}
+        unauthenticated = call(client, "jobs", invalid["expired"])
+        assert unauthenticated.json() == {"detail": "the bearer token is not valid"}
+        assert unauthenticated.headers["www-authenticate"].startswith("Bearer")
+    engine = make_engine(settings.sqlalchemy_url())
+    try:  # the audit log names the OIDC subjects, refusals included
+        entries = AuditLog(engine).entries(limit=500)
+    finally:
+        engine.dispose()
+    submits = {(e.actor, e.outcome) for e in entries if e.action == "job.submit"}
+    assert ("oidc:ci-runner", "ok") in submits and ("oidc:alice", "ok") in submits
+    assert ("oidc:dr.house", "forbidden") in submits and ("oidc:eve", "forbidden") in submits
+    assert ("anonymous", "unauthenticated") in submits  # an invalid JWT names no one
+    assert not any(token in str(vars(e)) for e in entries for token in (reader, submitter, both, admin, unscoped))
