@@ -186,10 +186,10 @@ def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR, pro
     from pipelines.engines import export_zoo_model, verified_onnx_path
 
     run, zoo = Path(run), Path(zoo)
+    target = model_dir(model_id, zoo)
     for name in ("config.json", "log.csv", "model.pt"):
         if not (run / name).is_file():
             raise InputError(run, f"not a finished training run: {name} is missing")
-    target = model_dir(model_id, zoo)
     held_out_files(eval_root)  # fail before any work when a set is missing
     ffts = tuple(ffts) if ffts else shipped_ffts(model_id, zoo)
     config = json.loads((run / "config.json").read_text())

@@ -70,6 +70,65 @@ class TrainConfig:
     flip_augment: bool = False  # random flips (and transposes of square slices) of each training slice
     ema_decay: float = 0.0  # > 0: validate and ship an exponential moving average of the weights
 
+    def check(self) -> None:
+        """Refuse settings a run cannot use (a ``ValueError`` naming the setting), before any work."""
+        def integer(name: str, low: int, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}{' or null' if optional else ''}, got {value!r}")
+
+        def number(name: str, low: float, high: float = math.inf, low_open: bool = False) -> None:
+            value = getattr(self, name)
+            ok = (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+                  and (value > low if low_open else value >= low) and value <= high)
+            if not ok:
+                bound = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
+                raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+        if not isinstance(self.model_config, dict):
+            raise ValueError(f"model_config must be a JSON object, got {self.model_config!r}")
+        for name in ("batch_size", "lr_decay_every", "checkpoint_every", "val_every"):
+            integer(name, 1)
+        integer("steps", 0)  # 0: the starting weights as they are
+        integer("warmup_steps", 0)
+        integer("seed", 0)
+        integer("val_max_files", 1, optional=True)
+        integer("threads", 1, optional=True)
+        number("lr", 0.0, low_open=True)
+        number("lr_gamma", 0.0, low_open=True)
+        number("ssim_weight", 0.0)
+        number("grad_clip", 0.0)
+        decay = self.ema_decay
+        if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 <= decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (a number), got {decay!r}")
+        accelerations = self.accelerations
+        if (not isinstance(accelerations, list | tuple) or not accelerations
+                or not all(isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) and a >= 1
+                           for a in accelerations)):
+            raise ValueError(f"accelerations must be a non-empty list of numbers >= 1, got {accelerations!r}")
+        for name in ("iterate_loss", "flip_augment"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        data = self.data
+        if not (isinstance(data, str) and data) and not (
+                isinstance(data, list) and data and all(isinstance(d, str) and d for d in data)):
+            raise ValueError(f"data must be a directory or a non-empty list of directories, got {data!r}")
+        for name in ("val_data", "init_from"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and value):
+                raise ValueError(f"{name} must be a path (text) or null, got {value!r}")
+
+
+class TrainingDiverged(ValueError):
+    """The loss left the range a training run can come back from; the last checkpoint is kept."""
+
+
+# the loss is scale-free (L1 / mean|target| + 1 - SSIM): about 2 for an all-zero image, below 1 once the network
+# learns anything, so a loss this large means the weights blew up
+DIVERGED_LOSS = 1e3
+
 
 def as_directories(data: str | Path | list[str]) -> list[Path]:
     """``TrainConfig.data`` (one directory or several) as a list of paths."""
@@ -210,6 +269,13 @@ def _save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig,
     tmp.replace(path)  # atomic: a kill during the save never leaves a broken checkpoint
 
 
+def _checkpoint_step(path: Path) -> int | str:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+    except Exception:  # only for a message: an unreadable checkpoint is reported by --resume
+        return "?"
+
+
 def _truncate_log(log_path: Path, step: int) -> float:
     """Drop log rows after the checkpoint's ``step`` (a killed run may have flushed some); returns the training
     seconds logged at that step."""
@@ -224,6 +290,7 @@ def _truncate_log(log_path: Path, step: int) -> float:
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
           progress: Callable[[int, int, float], None] | None = None) -> Path:
     """Train ``cfg.model`` and write ``model.pt``, ``config.json``, ``log.csv`` and ``val.jsonl`` to ``out_dir``."""
+    cfg.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -276,8 +343,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
             preds = [magnitude(o) for o in network_outputs(forward, inputs, tuple(target.shape[-2:]))]
             loss = sum(l1_ssim_loss(p, target, cfg.ssim_weight) for p in preds) / len(preds)
             loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):  # before the step, so the last checkpoint stays usable
-                raise RuntimeError(f"loss became {loss_value} at step {step}; lower the learning rate")
+            if not math.isfinite(loss_value) or loss_value > DIVERGED_LOSS:  # before the step: the checkpoint
+                checkpoint = f"the checkpoint of step {_checkpoint_step(ckpt_path)} is kept in {ckpt_path}" \
+                    if ckpt_path.exists() else "no checkpoint was written"
+                raise TrainingDiverged(
+                    f"training diverged at step {step + 1}: the loss is {loss_value:g} (L1 + SSIM starts at a few "
+                    f"units and falls below 1 as the network learns); lower the learning rate (lr is {cfg.lr:g}, "
+                    f"e.g. --config '{{\"lr\": {min(cfg.lr / 10, 5e-4):g}}}'); {checkpoint}")
             optimizer.zero_grad()
             loss.backward()
             if cfg.grad_clip:

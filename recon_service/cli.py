@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,55 @@ def parse_method_params(items: Sequence[str] | None) -> dict[str, dict[str, Any]
             raise ValueError(f"--param for evaluate expects METHOD.KEY=VALUE, got {key!r}")
         out.setdefault(method, {})[name] = value
     return out
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with this command's error line: usage, then ``recon: error: ...`` and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        command = self.prog.removeprefix("recon").strip()
+        where = f" (see `recon {command} --help`)" if command else " (see `recon --help`)"
+        self.exit(2, f"recon: error: {message}{where}\n")
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _port(text: str) -> int:
+    value = _int_at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 0 to 65535, got {value}")
+    return value
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A ``ValueError`` naming the problem when ``host:port`` cannot be listened on (in use, not this machine's
+    address); port 0 (any free port) always passes."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise ValueError(f"cannot listen on {host}:{port}: unknown host ({err.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ValueError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
 class _Bar:
@@ -80,6 +132,8 @@ def cmd_simulate_mri(args: argparse.Namespace) -> int:
                                   mask=args.mask, readout_oversampling=args.readout_oversampling, seed=args.seed,
                                   gamma_range=tuple(args.gamma) if args.gamma else None)
     cfg.validate()
+    if any(not a >= 1 for a in args.acceleration):
+        raise ValueError(f"--acceleration must be >= 1 (1: fully sampled), got {args.acceleration}")
     out = Path(args.out)
     if args.set:
         names = list(mri.BENCHMARK_SETS) if args.set == "all" else [args.set]
@@ -103,6 +157,8 @@ def cmd_simulate_mri(args: argparse.Namespace) -> int:
 def cmd_simulate_ct(args: argparse.Namespace) -> int:
     from pipelines.simulate.ct import simulate_ct_dataset
 
+    if args.arc is not None and not 0 < args.arc <= 360:
+        raise ValueError(f"--arc must be more than 0 and at most 360 degrees, got {args.arc:g}")
     bar = _Bar("simulating CT")
     try:
         written = simulate_ct_dataset(Path(args.out), views=args.views, arc_deg=args.arc, geometry=args.geometry,
@@ -168,17 +224,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
 def _load_config(text: str | None) -> dict[str, Any]:
+    """``--config``: JSON text (starting with ``{``) or the path of a JSON file."""
     if not text:
         return {}
-    path = Path(text)
-    raw = path.read_text() if path.exists() else text
+    if text.lstrip().startswith(("{", "[")) or (not Path(text).exists() and _is_json(text)):
+        source, raw = "--config", text
+    else:
+        source = f"--config {text}"
+        try:
+            raw = Path(text).read_text()
+        except FileNotFoundError:
+            raise ValueError(f"--config {text}: no such file (give a JSON file or JSON text like "
+                             "'{\"lr\": 1e-4}')") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"--config {text}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise ValueError(f"--config is neither a JSON file nor JSON text: {err}") from err
+        raise ValueError(f"{source}: not valid JSON ({err})") from None
     if not isinstance(value, dict):
-        raise ValueError("--config must be a JSON object")
+        raise ValueError(f"{source}: must be a JSON object, not {type(value).__name__}")
     return value
 
 
@@ -200,10 +274,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
+    cfg.check()
     for directory in as_directories(cfg.data):
         if not directory.is_dir():
             raise InputError(directory, "training data directory not found (make one with "
                              "`recon simulate mri --out data/brain-bench --set all`)")
+    if cfg.val_data and not Path(cfg.val_data).is_dir():
+        raise InputError(cfg.val_data, "validation data directory not found (give --val-data, or "
+                         "\"val_data\": null in --config)")
     bar = tqdm(total=cfg.steps, desc=f"training {cfg.model}", unit="step", file=sys.stderr)
 
     def progress(step: int, total: int, loss: float) -> None:
@@ -259,7 +337,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from recon_service.demo import run_demo
 
-    return run_demo(Path(args.out), compare=args.compare)
+    if args.port is not None:
+        check_port_free("127.0.0.1", args.port)
+    return run_demo(Path(args.out), compare=args.compare, port=args.port)
 
 
 # ---------------------------------------------------------------- token, db
@@ -323,8 +403,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from recon_service.settings import Settings
 
     settings = Settings(**({"workers": args.workers} if args.workers is not None else {}))
+    check_port_free(args.host, args.port)  # before the app starts its workers
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    except SystemExit as err:  # uvicorn exits with 3 when it cannot start (its log above says why)
+        if err.code in (None, 0):
+            return 0
+        raise ServiceFailed(f"recon serve stopped: the service could not start on {args.host}:{args.port} "
+                            "(see the log above)") from None
     return 0
 
 
@@ -335,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.simulate.brain import CONTRASTS, ORIENTATIONS
     from pipelines.simulate.splits import BENCHMARK_SETS, SPLITS
 
-    parser = argparse.ArgumentParser(prog="recon", description=__doc__)
+    parser = _Parser(prog="recon", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="write simulated acquisitions with ground truth")
@@ -390,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("directory")
     ev.add_argument("--methods", required=True, help="comma-separated method names")
     ev.add_argument("--json", help="write the summary JSON here")
-    ev.add_argument("--max-files", type=int, default=None)
+    ev.add_argument("--max-files", type=_int_at_least(1), default=None)
     ev.add_argument("--pattern", default="*", help="glob for file names, e.g. '*_4x*' (default all)")
     ev.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE")
     ev.set_defaults(func=cmd_evaluate)
@@ -402,9 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-data", dest="val_data", help="directory of undersampled files with references")
     tr.add_argument("--config", help="JSON file or text overriding training settings, e.g. "
                                      "'{\"model_config\": {\"num_steps\": 8}, \"lr\": 3e-4}'")
-    tr.add_argument("--steps", type=int, help="optimiser steps (default 2000)")
-    tr.add_argument("--seed", type=int, help="seed for weights, masks and slice order (default 0)")
-    tr.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    tr.add_argument("--steps", type=_int_at_least(1), help="optimiser steps (default 2000)")
+    tr.add_argument("--seed", type=_int_at_least(0), help="seed for weights, masks and slice order (default 0)")
+    tr.add_argument("--threads", type=_int_at_least(1), help="torch threads (default: torch's choice)")
     tr.add_argument("--init", dest="init_from", metavar="MODEL_ID|WEIGHTS",
                     help="fine-tune: start from a shipped model (e.g. recurrentvarnet-brain-sim) or a model.pt")
     tr.add_argument("--out", required=True, help="run directory: checkpoint, log.csv, val.jsonl, model.pt")
@@ -442,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start the service on loopback, submit a simulated brain MRI and a CT study, "
                                        "wait, and print where the DICOM/NIfTI results are")
     demo.add_argument("--out", default="demo-out")
+    demo.add_argument("--port", type=_port, help="loopback port of the demo service (default: a free one)")
     demo.add_argument("--compare", action="store_true",
                       help="instead reconstruct the studies with every method in-process and print metrics tables")
     demo.set_defaults(func=cmd_demo)
@@ -464,20 +552,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP service (API, job workers, metrics); settings from RECON_*")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--workers", type=int, default=None,
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=_int_at_least(0), default=None,
                        help="job worker processes (default RECON_WORKERS, else 1)")
     serve.set_defaults(func=cmd_serve)
     return parser
 
 
+class ServiceFailed(RuntimeError):
+    """The HTTP service (``recon serve``, the demo's service) could not start or a demo job failed."""
+
+
+def describe_error(err: BaseException) -> str:
+    """The text after ``recon: error:``: the message of an expected failure (bad input or parameters, a file
+    problem, the service), else the exception's type and message."""
+    from recon_service.client import ApiError
+    from recon_service.demo import DemoFailed
+
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        target = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else f"{err.filename}"
+        return f"{target}: {err.strerror}"
+    message = str(err).strip() or type(err).__name__
+    expected = (InputError, ValueError, OSError, ApiError, ServiceFailed, DemoFailed)  # ModelError is a ValueError
+    if isinstance(err, expected):
+        return message
+    return f"{type(err).__name__}: {message} (an unexpected failure; RECON_DEBUG=1 prints the traceback)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``recon`` command; every failure ends in one ``recon: error: ...`` line and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (InputError, ValueError, FileNotFoundError) as err:  # ModelError is a ValueError
-        print(f"recon: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("recon: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if os.environ.get("RECON_DEBUG"):
+            traceback.print_exc()
+        print(f"recon: error: {describe_error(err)}", file=sys.stderr)
         return 2
 
 

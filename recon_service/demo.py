@@ -13,10 +13,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from pipelines.evaluate import format_summary
+
+if TYPE_CHECKING:
+    from recon_service.local_server import LocalServer
+
+class DemoFailed(RuntimeError):
+    """The demo's service did not start, or one of its jobs did not succeed."""
+
 
 DEMO_MRI_METHODS = ("zero-filled", "cg-sense", "l1-wavelet", "admm-tv", "rim", "recurrentvarnet")
 DEMO_CT_METHODS = ("fbp", "sirt", "admm-tv")
@@ -104,7 +112,19 @@ def _simulate_studies(out: Path) -> dict[str, Path]:
     return {"mri": mri_file, "ct": sorted(ct_files)[0]}
 
 
-def run_service_demo(out: Path, workers: int = 2) -> int:
+def _start(server: LocalServer) -> LocalServer:
+    """Start the demo's service; a ``DemoFailed`` with the reason from its log when it does not come up."""
+    try:
+        return server.start()
+    except (RuntimeError, TimeoutError) as err:
+        server.stop()
+        log = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
+        reasons = [line for line in log.splitlines() if "ERROR" in line or "Error" in line]
+        reason = reasons[-1].strip() if reasons else str(err).splitlines()[0]
+        raise DemoFailed(f"the demo service did not start: {reason} (log: {server.log_path})") from None
+
+
+def run_service_demo(out: Path, workers: int = 2, port: int | None = None) -> int:
     from recon_service.local_server import LocalServer
 
     out = out.resolve()
@@ -112,40 +132,44 @@ def run_service_demo(out: Path, workers: int = 2) -> int:
     inputs = _simulate_studies(out / "inputs")
     print(f"simulated studies: MRI {inputs['mri']}, CT {inputs['ct']}")
     print("starting recon serve on loopback (loading and warming up the shipped models) ...", flush=True)
-    with LocalServer(out / "service", workers=workers) as server, server.client() as client:
-        print(f"service ready at {server.url} (log: {server.log_path})")
-        submitted = []
-        for modality, jobs in SERVICE_JOBS.items():
-            for pipeline, params in jobs:
-                job = client.submit([inputs[modality]], pipeline, params=params, study=DEMO_STUDIES[modality])
-                submitted.append((pipeline, job["id"]))
-                print(f"submitted {pipeline:<22} job {job['id']}")
-        results = out / "results"
-        for pipeline, job_id in submitted:
-            bar = tqdm(total=100, desc=pipeline, unit="%", file=sys.stderr, leave=False)
+    server = _start(LocalServer(out / "service", port=port or None, workers=workers))
+    try:
+        with server.client() as client:
+            print(f"service ready at {server.url} (log: {server.log_path})")
+            submitted = []
+            for modality, jobs in SERVICE_JOBS.items():
+                for pipeline, params in jobs:
+                    job = client.submit([inputs[modality]], pipeline, params=params, study=DEMO_STUDIES[modality])
+                    submitted.append((pipeline, job["id"]))
+                    print(f"submitted {pipeline:<22} job {job['id']}")
+            results = out / "results"
+            for pipeline, job_id in submitted:
+                bar = tqdm(total=100, desc=pipeline, unit="%", file=sys.stderr, leave=False)
 
-            def show(status: dict, bar: tqdm = bar, last: list = [None]) -> None:  # noqa: B006 - per-bar memo
-                shown = (round(100 * float(status.get("progress") or 0.0)), status["state"], status.get("step"))
-                if shown != last[0]:
-                    last[0] = shown
-                    bar.n = shown[0]
-                    bar.set_postfix_str(f"{shown[1]} {shown[2] or ''}".strip())
+                def show(status: dict, bar: tqdm = bar, last: list = [None]) -> None:  # noqa: B006 - per-bar memo
+                    shown = (round(100 * float(status.get("progress") or 0.0)), status["state"], status.get("step"))
+                    if shown != last[0]:
+                        last[0] = shown
+                        bar.n = shown[0]
+                        bar.set_postfix_str(f"{shown[1]} {shown[2] or ''}".strip())
 
-            status = client.wait(job_id, on_progress=show)
-            bar.close()
-            if status["state"] != "succeeded":
-                print(f"{pipeline}: {status['state']}: {status.get('error')}", file=sys.stderr)
-                return 1
-            target = results / pipeline
-            paths = {fmt: client.download(job_id, fmt, target / name) for fmt, name in
-                     (("dicom", "series.zip"), ("nifti", "recon.nii.gz"), ("png", "preview.png"),
-                      ("metrics", "metrics.json"))}
-            metrics = json.loads(paths["metrics"].read_text())
-            print(f"{pipeline:<22} PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  "
-                  f"-> DICOM {paths['dicom']}  NIfTI {paths['nifti']}  PNG {paths['png']}")
+                status = client.wait(job_id, on_progress=show)
+                bar.close()
+                if status["state"] != "succeeded":
+                    raise DemoFailed(f"{pipeline} job {job_id} {status['state']}: {status.get('error')}")
+                target = results / pipeline
+                paths = {fmt: client.download(job_id, fmt, target / name) for fmt, name in
+                         (("dicom", "series.zip"), ("nifti", "recon.nii.gz"), ("png", "preview.png"),
+                          ("metrics", "metrics.json"))}
+                metrics = json.loads(paths["metrics"].read_text())
+                print(f"{pipeline:<22} PSNR {metrics['psnr']:.2f} dB  SSIM {metrics['ssim']:.4f}  "
+                      f"-> DICOM {paths['dicom']}  NIfTI {paths['nifti']}  PNG {paths['png']}")
+    finally:
+        server.stop()
     print(f"\nresults in {results}; service data (job store, uploads, results) in {out / 'service'}")
     return 0
 
 
-def run_demo(out: Path, compare: bool = False) -> int:
-    return run_comparison(out) if compare else run_service_demo(out)
+def run_demo(out: Path, compare: bool = False, port: int | None = None) -> int:
+    """``recon demo``: the service demo on ``port`` (default a free one), or the in-process comparison."""
+    return run_comparison(out) if compare else run_service_demo(out, port=port)
