@@ -1,6 +1,6 @@
 """Image quality of every MRI method on the simulated brain benchmark's held-out sets, at 4x and 8x.
 
-    recon simulate mri --out data/brain-bench --set all        # once (the training split is also here)
+    make bench-data    # once: recon simulate mri --out data/brain-bench --set all (the training split is also here)
     PYTHONPATH=. python benchmarks/mri_brain.py [--data data/brain-bench] [--methods a,b,c]
     PYTHONPATH=. python benchmarks/mri_brain.py --cards recurrentvarnet-brain-sim,rim-brain-sim
 
@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipelines.evaluate import evaluate_held_out
+from pipelines.evaluate import HELD_OUT_SETS, evaluate_held_out
 from pipelines.zoo import ZOO_DIR, ModelError, load_card
 
 DEFAULT_METHODS = "zero-filled,cg-sense,l1-wavelet,rim,recurrentvarnet"
@@ -36,6 +36,10 @@ def main() -> None:
         except ModelError as err:
             parser.error(str(err))
         return
+    missing = [name for name in HELD_OUT_SETS if not (Path(args.data) / name).is_dir()]
+    if missing:
+        parser.error(f"{args.data} has no {', '.join(missing)}: make the benchmark data with `make bench-data` "
+                     f"(or `recon simulate mri --out {args.data} --set all`)")
     methods = args.methods.split(",")
     results = evaluate_held_out(args.data, methods, progress=lambda name, acc, summary: print(
         f"done: {name} {acc} ({summary['volumes']} volumes)", flush=True))
