@@ -11,6 +11,15 @@ geometry in float64, stored as float32 CSR and cached; the backprojection is ``A
 the adjoint is exact up to float32 summation (dot-product test ~1e-7). Applying either is one sparse x dense
 matmul with the slices as the dense columns, which batches over slices for free. Both directions are
 differentiable (autograd uses the other matrix).
+
+Large geometries (more than ``max_nnz`` non-zeros by ``nnz_bound``, e.g. 512 x 512 with more than 128 views) are
+split by views into several such matrix pairs, each under the bound (CSR indices stay 32-bit and each build's
+temporaries stay small). The pairs are built once, at the first use, and kept by the projector (and the last
+such geometry is cached for the next projector of it), so iterative methods pay the build once: the forward is
+the concatenation of the chunks' projections (the same numbers as one matrix gives), the adjoint the sum of the
+chunks' backprojections (the same up to float32 summation order). Memory is about 16 bytes per non-zero, as for
+one matrix; geometries above ``max_kept_nnz`` (one-off projections of very fine grids in the simulation) are
+not kept but built chunk by chunk at every call, holding one chunk at a time.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import dataclasses
 import functools
 import math
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -160,26 +170,53 @@ def view_subset(geom: Geometry, start: int, stop: int) -> Geometry:
     return dataclasses.replace(geom, angles=geom.angles[start:stop])
 
 
+def view_chunks(geom: Geometry, max_nnz: int) -> list[tuple[int, int]] | None:
+    """``(start, stop)`` view ranges whose matrices stay under ``max_nnz`` non-zeros (by ``nnz_bound``); None when
+    the whole geometry does."""
+    bound = nnz_bound(geom)
+    if bound <= max_nnz:
+        return None
+    per_view = max(1, bound // geom.num_views)
+    step = max(1, max_nnz // per_view)
+    return [(v, min(geom.num_views, v + step)) for v in range(0, geom.num_views, step)]
+
+
+Pairs = tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+
+def build_chunk_matrices(geom: Geometry, chunks: tuple[tuple[int, int], ...]) -> Pairs:
+    """``(A_k, A_k^T)`` of each view range (``chunked_system_matrices`` is the cached version)."""
+    return tuple(build_system_matrices(view_subset(geom, a, b)) for a, b in chunks)
+
+
+@functools.lru_cache(maxsize=1)  # one large geometry at a time: each may hold gigabytes
+def chunked_system_matrices(geom: Geometry, chunks: tuple[tuple[int, int], ...]) -> Pairs:
+    """``build_chunk_matrices``, cached for the last large geometry."""
+    return build_chunk_matrices(geom, chunks)
+
+
+MAX_NNZ = 2**26  # non-zeros of one matrix (about 1 GiB for A and A^T together)
+MAX_KEPT_NNZ = 2**28  # non-zeros (by nnz_bound) of a chunked geometry whose matrices are kept (about 4 GiB at most)
+
+
 class CTProjector(LinearOperator):
     """Forward projection ``(slices, ny, nx) -> (slices, views, detectors)`` and its exact adjoint.
 
     Leading dimensions are flattened, so ``(ny, nx)`` and ``(b, s, ny, nx)`` inputs work too. Works on any
     device and float dtype of the input (the matrices are moved/cast once and kept).
     Geometries whose matrix would exceed ``max_nnz`` non-zeros (bound: ``nnz_bound``; about 16 bytes each for
-    ``A`` and ``A^T``) are applied in chunks of views whose matrices are built on the fly and not kept: bounded
-    memory, rebuilt at every call, so meant for one-off projections (simulation), not iterative loops.
+    ``A`` and ``A^T``) are applied in chunks of views, each with its own matrix pair, built once and kept
+    (``keeps_matrices``); above ``max_kept_nnz`` the chunks are built at every call and not kept (bounded memory
+    for one-off projections, e.g. the simulation's fine grids).
     """
 
-    def __init__(self, geom: Geometry, max_nnz: int = 2**26, cache: bool = True):
+    def __init__(self, geom: Geometry, max_nnz: int = MAX_NNZ, cache: bool = True, max_kept_nnz: int = MAX_KEPT_NNZ):
         self.geom = geom
         self._cache = cache
         self._mats: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-        bound = nnz_bound(geom)
-        self._chunks: list[tuple[int, int]] | None = None
-        if bound > max_nnz:
-            per_view = max(1, bound // geom.num_views)
-            step = max(1, max_nnz // per_view)
-            self._chunks = [(v, min(geom.num_views, v + step)) for v in range(0, geom.num_views, step)]
+        self._chunk_mats: dict[tuple[torch.device, torch.dtype], Pairs] = {}
+        self._chunks = view_chunks(geom, max_nnz)
+        self.keeps_matrices = self._chunks is None or nnz_bound(geom) <= max_kept_nnz
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -189,41 +226,79 @@ class CTProjector(LinearOperator):
     def sinogram_shape(self) -> tuple[int, int]:
         return self.geom.sinogram_shape
 
+    @property
+    def chunks(self) -> list[tuple[int, int]] | None:
+        """The view ranges the geometry is applied in, or None for one matrix."""
+        return None if self._chunks is None else list(self._chunks)
+
     def matrices(self, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         key = (torch.device(device), dtype)
         if key not in self._mats:
             if self._chunks is not None:
-                raise ValueError("this geometry is applied in chunks of views; it has no single system matrix")
+                raise ValueError("this geometry is applied in chunks of views; it has no single system matrix "
+                                 "(see chunk_matrices)")
             a, at = (system_matrices if self._cache else build_system_matrices)(self.geom)
             self._mats[key] = (a.to(device=key[0], dtype=dtype), at.to(device=key[0], dtype=dtype))
         return self._mats[key]
 
-    def _apply(self, x: torch.Tensor, transpose: bool, in_shape: tuple[int, ...],
-               out_shape: tuple[int, ...]) -> torch.Tensor:
+    def chunk_matrices(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Pairs:
+        """``(A_k, A_k^T)`` per view chunk, built at the first call and kept (a chunked geometry that keeps its
+        matrices only)."""
+        if self._chunks is None or not self.keeps_matrices:
+            raise ValueError("this geometry keeps no chunk matrices")
+        key = (torch.device(device), dtype)
+        if key not in self._chunk_mats:
+            chunks = tuple(self._chunks)
+            pairs = (chunked_system_matrices if self._cache else build_chunk_matrices)(self.geom, chunks)
+            self._chunk_mats[key] = tuple((a.to(device=key[0], dtype=dtype), at.to(device=key[0], dtype=dtype))
+                                          for a, at in pairs)
+        return self._chunk_mats[key]
+
+    def _pairs(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each chunk's matrices on ``x``'s device and dtype: the kept ones, or built one at a time."""
+        if self.keeps_matrices:
+            yield from self.chunk_matrices(x.device, x.dtype)
+            return
+        assert self._chunks is not None
+        for a, b in self._chunks:
+            m, mt = build_system_matrices(view_subset(self.geom, a, b))
+            yield m.to(device=x.device, dtype=x.dtype), mt.to(device=x.device, dtype=x.dtype)
+
+    @staticmethod
+    def _check(x: torch.Tensor, in_shape: tuple[int, ...]) -> None:
         if tuple(x.shape[-len(in_shape):]) != in_shape:
             raise ValueError(f"expected trailing shape {in_shape}, got {tuple(x.shape)}")
+
+    @staticmethod
+    def _apply(x: torch.Tensor, m: torch.Tensor, mt: torch.Tensor, in_shape: tuple[int, ...],
+               out_shape: tuple[int, ...]) -> torch.Tensor:
         lead = x.shape[:-len(in_shape)]
-        a, at = self.matrices(x.device, x.dtype)
-        m, mt = (at, a) if transpose else (a, at)
         cols = x.reshape(-1, math.prod(in_shape)).transpose(0, 1).contiguous()
         out = _SparseApply.apply(cols, m, mt)
         return out.transpose(0, 1).reshape(*lead, *out_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x, self.image_shape)
         if self._chunks is None:
-            return self._apply(x, False, self.image_shape, self.sinogram_shape)
-        parts = [CTProjector(view_subset(self.geom, a, b), max_nnz=2**62, cache=False).forward(x)
-                 for a, b in self._chunks]
+            a, at = self.matrices(x.device, x.dtype)
+            return self._apply(x, a, at, self.image_shape, self.sinogram_shape)
+        nd = self.geom.num_detectors
+        parts = [self._apply(x, a, at, self.image_shape, (b - s, nd))
+                 for (s, b), (a, at) in zip(self._chunks, self._pairs(x), strict=True)]
         return torch.cat(parts, dim=-2)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        self._check(y, self.sinogram_shape)
         if self._chunks is None:
-            return self._apply(y, True, self.sinogram_shape, self.image_shape)
-        out = None
-        for a, b in self._chunks:
-            part = CTProjector(view_subset(self.geom, a, b), max_nnz=2**62, cache=False).adjoint(y[..., a:b, :])
+            a, at = self.matrices(y.device, y.dtype)
+            return self._apply(y, at, a, self.sinogram_shape, self.image_shape)
+        nd = self.geom.num_detectors
+        out: torch.Tensor | None = None
+        for (s, b), (a, at) in zip(self._chunks, self._pairs(y), strict=True):
+            part = self._apply(y[..., s:b, :], at, a, (b - s, nd), self.image_shape)
             out = part if out is None else out + part
+        assert out is not None
         return out
 
     def row_sums(self, device: torch.device | str = "cpu") -> torch.Tensor:
