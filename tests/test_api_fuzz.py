@@ -12,7 +12,6 @@ generated parameters so that they reach the worker.
 """
 
 import os
-import re
 
 import pytest
 import schemathesis
@@ -118,8 +117,6 @@ def _allowed(p):
         values = st.booleans()
     elif p.pattern is not None:
         values = st.from_regex(p.pattern, fullmatch=True)
-        if p.name == "device":  # KNOWN BUG, see test_a_device_index_with_a_leading_zero_fails_with_a_reason
-            values = values.filter(lambda v: not re.search(r":0[0-9]", v))
     else:
         raise AssertionError(f"no strategy for parameter {p.name} ({p.type})")
     return st.one_of(st.none(), values) if p.nullable else values
@@ -208,13 +205,10 @@ def test_fuzzed_parameters_reach_the_worker_and_jobs_end_with_a_reason(server, t
     assert len(ran) >= 5, final
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN BUG (pipelines/methods/_ct.py): the device pattern admits 'cuda:00', "
-                                       "which torch.device refuses; the job fails as an internal error")
 def test_a_device_index_with_a_leading_zero_fails_with_a_reason(server, tmp_path):
-    """Found by the fuzzing above: ``device`` matches ``^(cpu|cuda(:[0-9]{1,2})?)$``, so 'cuda:00' is accepted at
-    the door, and then ``torch.device('cuda:00')`` raises RuntimeError in the worker. 'cuda:99' fails with the
-    reason (tests/test_service_e2e.py); 'cuda:00' must too, or be refused with 422. Strict: when the bug is fixed
-    this test passes, and the xfail mark and the strategy's filter must go."""
+    """Found by the fuzzing above: 'cuda:00' once matched the ``device`` pattern and then made
+    ``torch.device('cuda:00')`` raise in the worker (an internal error). It must be refused with 422 or fail with
+    the reason, as 'cuda:99' does (tests/test_service_e2e.py)."""
     import time
 
     from api_server import write_sinogram_file

@@ -3,18 +3,22 @@ every benchmark script `make bench` runs starts. (The benchmarks themselves take
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT
+from system_deps import require_tool
 
 BENCHMARKS = ("mri_classical", "ct_operators", "mri_brain", "unrolled_latency")
 # `-o .venv/.setup-done`: never reinstall the environment from a test, whatever the file times say
 MAKE = ["make", "--no-print-directory", "-C", str(ROOT), "-o", ".venv/.setup-done"]
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _make_installed():
+    require_tool("make", "make")
 
 
 def test_bench_data_makes_only_the_missing_sets(tmp_path):

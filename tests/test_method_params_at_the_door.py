@@ -63,3 +63,15 @@ def test_the_installed_command_refuses_too(run_recon, inputs, tmp_path):
     proc = run_recon("reconstruct", str(inputs["ct"]), "--method", "fbp", "--out", str(tmp_path),
                      "--param", "device=cpu")
     assert "nifti:" in proc.stdout
+
+
+def test_an_engine_the_model_does_not_ship_is_refused_at_the_door(submitter, inputs, tmp_path, capsys):
+    # the service runs learned methods on ONNX Runtime, so the door checks the parameters as the worker runs them
+    expected = "parameter 'fft' is 'dft-op': model 'rim-brain-sim' ships no dft-op ONNX engine (it ships: matmul)"
+    source = inputs["mri"]
+    response = submitter.post("/v1/jobs", data={"pipeline": "mri-rim", "params": json.dumps({"fft": "dft-op"})},
+                              files=[("file", (source.name, source.read_bytes()))])
+    assert response.status_code == 422 and response.json()["detail"] == f"pipeline 'mri-rim': {expected}"
+    code = recon_main(["reconstruct", str(source), "--method", "rim", "--out", str(tmp_path), "--param", "engine=onnx",
+                       "--param", "fft=dft-op"])
+    assert code == 2 and capsys.readouterr().err == f"recon: error: {expected}\n"

@@ -17,7 +17,7 @@ from pipelines.reconstructors import SERVICE, MethodParams
 
 
 class CTParams(MethodParams):
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:[0-9]{1,2})?)$", description="torch device",
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:(0|[1-9][0-9]?))?)$", description="torch device",
                         json_schema_extra={**SERVICE, "allowed": "cpu, cuda or cuda:N"})
 
 

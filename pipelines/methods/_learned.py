@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from pipelines.data import ImageVolume, MRIAcquisition
 from pipelines.reconstructors import SERVICE, LearnedModel, Method, MethodParams, Progress
@@ -29,6 +29,7 @@ class LearnedParams(MethodParams):
                                                          "TensorRT > CUDA > CPU, whichever is available)",
                                              json_schema_extra=SERVICE)
     kind: ClassVar[str] = ""  # the network kind of the method's models
+    default_model: ClassVar[str] = ""
 
     @field_validator("model_id")
     @classmethod
@@ -41,6 +42,20 @@ class LearnedParams(MethodParams):
             if cls.kind and card["kind"] != cls.kind:
                 raise ValueError(f"model {model_id!r} is a {card['kind']}, not a {cls.kind}")
         return model_id
+
+    @field_validator("fft")
+    @classmethod
+    def _shipped_engine(cls, fft: str, info: ValidationInfo) -> str:
+        """With ``engine=onnx``, an FFT variant the model ships an ONNX engine for (its card lists them)."""
+        from pipelines.zoo import load_card
+
+        model_id = info.data.get("model_id") or cls.default_model
+        if info.data.get("engine") == "onnx" and model_id:
+            shipped = sorted(e["fft"] for e in (load_card(model_id).get("engines") or {}).values())
+            if fft not in shipped:
+                raise ValueError(f"model {model_id!r} ships no {fft} ONNX engine (it ships: "
+                                 f"{', '.join(shipped) or 'none'})")
+        return fft
 
 
 _MODEL_CACHE: dict[str, tuple[torch.nn.Module, dict[str, Any]]] = {}
@@ -85,5 +100,6 @@ def learned(name: str, summary: str, model: LearnedModel) -> Method:
         return ImageVolume(data, acq.affine, {"model_id": model_id, "weights_sha256": card["sha256"],
                                               "engine": provider, "params": params.model_dump()})
 
-    params = type(f"{model.kind.capitalize()}Params", (LearnedParams,), {"kind": model.kind})
+    params = type(f"{model.kind.capitalize()}Params", (LearnedParams,),
+                  {"kind": model.kind, "default_model": model.default_model})
     return Method(name, "mri", summary, params, run, learned=model)

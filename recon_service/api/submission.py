@@ -19,8 +19,10 @@ from recon_service.api.uploads import FormError, FormReceiver
 from recon_service.context import ServiceContext
 from recon_service.jobs.catalog import PipelineInfo, get_pipeline
 from recon_service.jobs.inputs import RejectedInput, check_submission
+from recon_service.jobs.runner import service_params
 from recon_service.jobs.store import JobRecord, QueueFull
 from recon_service.security.principal import Principal
+from recon_service.settings import Settings
 from recon_service.storage import StorageError, UploadArea, UploadTooLarge
 
 LOG = logging.getLogger(__name__)
@@ -40,11 +42,12 @@ def parse_json_object(text: str | None, name: str) -> dict[str, Any]:
     return value
 
 
-def check_params(pipeline: PipelineInfo, params: dict[str, Any]) -> None:
+def check_params(pipeline: PipelineInfo, params: dict[str, Any], settings: Settings) -> None:
     """The method's parameter check (a wrong type, a value out of range, an unknown choice or key: 422 naming
-    the parameter and what it allows, in the words the CLI uses)."""
+    the parameter and what it allows, in the words the CLI uses), on the parameters as the worker will run
+    them (with the service's engine and provider choices), so nothing accepted here fails later on them."""
     try:
-        pipeline.check(params)
+        pipeline.check(service_params(settings, pipeline, params))
     except ParamError as err:
         raise HTTPException(422, f"pipeline {pipeline.name!r}: {err}") from err
 
@@ -90,7 +93,7 @@ async def submit(request: Request, context: ServiceContext, principal: Principal
             raise HTTPException(422, str(err)) from err
         pipeline = pipeline_of(receiver.fields.get("pipeline"))
         params = parse_json_object(receiver.fields.get("params"), "params")
-        check_params(pipeline, params)
+        check_params(pipeline, params, settings)
         study = parse_json_object(receiver.fields.get("study"), "study")
         try:
             checked = await run_in_threadpool(check_submission, pipeline, area.files, study)
