@@ -31,6 +31,7 @@ import torch
 
 from pipelines.data import InputError, MRIAcquisition
 from pipelines.evaluate import ACCELERATIONS, HELD_OUT_SETS, dataset_files
+from pipelines.io.durable import fsync_path
 from pipelines.zoo import ZOO_DIR, ModelError, load_card, load_model, model_dir, save_card, write_card
 
 
@@ -225,25 +226,17 @@ def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR, pro
         staged = model_dir(model_id, staging)
         _fsync_tree(staged)
         _replace_dir(staged, target, staging / "previous")
-        _fsync_dir(zoo)
+        fsync_path(zoo)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target / "card.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_tree(directory: Path) -> None:
     for path in directory.iterdir():
         with open(path, "rb") as f:
             os.fsync(f.fileno())
-    _fsync_dir(directory)
+    fsync_path(directory)
 
 
 _RENAME_EXCHANGE = 2

@@ -19,6 +19,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.io.durable import fsync_path
+
 UPLOADS = "uploads"
 RESULTS = "results"
 MAX_NAME = 100
@@ -58,15 +60,6 @@ def within(root: Path, path: Path) -> Path:
     if resolved != root_resolved and not resolved.is_relative_to(root_resolved):
         raise StorageError(f"path {path} is outside the data directory")
     return resolved
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def upload_dir(data_dir: Path, job_id: str) -> Path:
@@ -149,7 +142,7 @@ class UploadArea:
             parent.mkdir(parents=True, exist_ok=True)
             self.directory.mkdir()  # a fresh id: an existing directory is an error
             self._created = True
-            fsync_dir(parent)
+            fsync_path(parent)
         return UploadWriter(self, len(self.files), client_name)
 
     def count(self, n: int) -> None:
@@ -163,7 +156,7 @@ class UploadArea:
     def sync(self) -> None:
         """Make every rename in the directory durable (call before the job row is committed)."""
         if self._created:
-            fsync_dir(self.directory)
+            fsync_path(self.directory)
 
     def discard(self) -> None:
         if self._created:

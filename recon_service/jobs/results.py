@@ -18,6 +18,7 @@ from typing import Any
 from pipelines.data import ImageVolume
 from pipelines.io.dicom_series import Provenance, write_dicom_series, zip_series
 from pipelines.io.dicom_study import StudyInfo
+from pipelines.io.durable import fsync_path
 from pipelines.io.outputs import write_volume_outputs
 
 RESULTS_DIR = "results"
@@ -43,14 +44,6 @@ def results_dir(data_dir: Path, job_id: str) -> Path:
     return Path(data_dir) / RESULTS_DIR / job_id
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dict[str, float] | None = None,
                   info: dict[str, Any] | None = None, dicom: DicomSeries | None = None) -> dict[str, str]:
     """Write the NIfTI volume, the PNG preview, (with ``metrics``) metrics.json and (with ``dicom``) the DICOM
@@ -74,12 +67,12 @@ def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dic
         written += [*series, zip_series(series, staging / FILES["dicom"])]
         formats.append("dicom")
     for path in written:
-        _fsync(path)
+        fsync_path(path)
     if dicom is not None:
-        _fsync(staging / DICOM_DIR)
-    _fsync(staging)
+        fsync_path(staging / DICOM_DIR)
+    fsync_path(staging)
     if final.exists():  # left by an earlier, interrupted run of the same job
         shutil.rmtree(final)
     os.replace(staging, final)
-    _fsync(final.parent)
+    fsync_path(final.parent)
     return {fmt: (final / FILES[fmt]).relative_to(data_dir).as_posix() for fmt in formats}

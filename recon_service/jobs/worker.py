@@ -363,10 +363,14 @@ class WorkerPool:
             for slot, proc in dead:
                 self._replace(slot, proc)
 
-    def _kill_hung_workers(self) -> None:
+    def _live_by_id(self) -> dict[str, BaseProcess]:
+        """The running worker processes by their worker id (host:pid), as jobs record them."""
         host = socket.gethostname()
         with self._lock:
-            by_id = {f"{host}:{p.pid}": p for p in self._procs if p is not None and p.is_alive()}
+            return {f"{host}:{p.pid}": p for p in self._procs if p is not None and p.is_alive()}
+
+    def _kill_hung_workers(self) -> None:
+        by_id = self._live_by_id()
         try:
             stalled = self._job_store().stalled(list(by_id), self.settings.job_stall_s)
         except SQLAlchemyError as err:
@@ -384,9 +388,7 @@ class WorkerPool:
         """Fail every job that ran past its wall-clock limit and kill its worker (replaced by the monitor)."""
         from recon_service.jobs.store import JobState
 
-        host = socket.gethostname()
-        with self._lock:
-            by_id = {f"{host}:{p.pid}": p for p in self._procs if p is not None and p.is_alive()}
+        by_id = self._live_by_id()
         try:
             overdue = self._job_store().overdue(list(by_id), self.settings.job_timeout_for)
         except SQLAlchemyError as err:
