@@ -33,8 +33,16 @@ def dataset_files(directory: str | Path, pattern: str = "*") -> list[Path]:
     return files
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+METRICS = ("psnr", "ssim", "nmse")
+
+
+def summarize(rows: dict[str, list[float]]) -> dict[str, Any]:
+    """One method's summary from per-volume lists ``psnr``, ``ssim``, ``nmse``, ``seconds`` and ``slices``:
+    mean and std of each metric over volumes, and seconds per slice over all of them."""
+    summary: dict[str, Any] = {key: {"mean": float(np.mean(rows[key])), "std": float(np.std(rows[key]))}
+                               for key in METRICS}
+    summary["seconds_per_slice"] = float(np.sum(rows["seconds"]) / max(np.sum(rows["slices"]), 1))
+    return summary
 
 
 def evaluate_acquisitions(acquisitions: Iterable[tuple[str, Acquisition]], methods: Sequence[str],
@@ -52,17 +60,13 @@ def evaluate_acquisitions(acquisitions: Iterable[tuple[str, Acquisition]], metho
         for method in methods:
             result = reconstruct(acq, method, params.get(method))
             rows = per_method[method]
-            for key in ("psnr", "ssim", "nmse"):
+            for key in METRICS:
                 rows[key].append(result.metrics[key])
             rows["seconds"].append(result.volume.attrs["seconds"])
             rows["slices"].append(result.volume.data.shape[0])
             if progress:
                 progress(name, method)
-    summary = {}
-    for method, rows in per_method.items():
-        summary[method] = {key: _stats(rows[key]) for key in ("psnr", "ssim", "nmse")}
-        summary[method]["seconds_per_slice"] = float(np.sum(rows["seconds"]) / max(np.sum(rows["slices"]), 1))
-    return {"volumes": volumes, "methods": summary}
+    return {"volumes": volumes, "methods": {method: summarize(rows) for method, rows in per_method.items()}}
 
 
 def evaluate_directory(directory: str | Path, methods: Sequence[str],

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from pipelines.data import InputError, MRIAcquisition
-from pipelines.evaluate import ACCELERATIONS, HELD_OUT_SETS, dataset_files
+from pipelines.evaluate import ACCELERATIONS, HELD_OUT_SETS, METRICS, dataset_files, summarize
 from pipelines.io.durable import fsync_path
 from pipelines.zoo import ZOO_DIR, ModelError, load_card, load_model, model_dir, save_card, write_card
 
@@ -132,8 +132,7 @@ def evaluate_network(network: torch.nn.Module, eval_root: Path, label: str = "mo
     results: dict[str, dict[str, Any]] = {}
     for name, by_acc in held_out_files(eval_root).items():
         for acc, files in by_acc.items():
-            rows: dict[str, list[float]] = {"psnr": [], "ssim": [], "nmse": []}
-            seconds = slices = 0.0
+            rows: dict[str, list[float]] = {"psnr": [], "ssim": [], "nmse": [], "seconds": [], "slices": []}
             for path in files:
                 acq = load(path)
                 if not isinstance(acq, MRIAcquisition) or acq.reference is None:
@@ -141,16 +140,14 @@ def evaluate_network(network: torch.nn.Module, eval_root: Path, label: str = "mo
                 mask, num_low = acquisition_mask(acq)
                 start = time.perf_counter()
                 data = reconstruct_acquisition(network, acq, mask, num_low)
-                seconds += time.perf_counter() - start
-                slices += data.shape[0]
+                rows["seconds"].append(time.perf_counter() - start)
+                rows["slices"].append(data.shape[0])
                 for key, value in evaluate_volume(acq.reference, np.abs(data).astype(np.float32)).items():
                     rows[key].append(value)
-            summary: dict[str, Any] = {key: {"mean": float(np.mean(v)), "std": float(np.std(v))}
-                                       for key, v in rows.items()}
-            if not all(math.isfinite(summary[key]["mean"]) for key in rows):
+            summary = summarize(rows)
+            if not all(math.isfinite(summary[key]["mean"]) for key in METRICS):
                 raise ModelError(f"{label}: the metrics on {name} {acc} are not finite; the weights are broken")
-            results.setdefault(name, {})[acc] = {**summary, "seconds_per_slice": seconds / max(slices, 1),
-                                                 "volumes": len(files)}
+            results.setdefault(name, {})[acc] = {**summary, "volumes": len(files)}
             if progress:
                 progress(f"{label} {name} {acc}: PSNR {summary['psnr']['mean']:.2f}")
     return results

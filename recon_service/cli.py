@@ -15,6 +15,7 @@ from typing import Any
 from tqdm import tqdm
 
 from pipelines.data import InputError
+from recon_service.progress import ProgressBar, write_mri_set
 
 
 def _parse_value(text: str) -> Any:
@@ -95,35 +96,7 @@ def check_port_free(host: str, port: int) -> None:
             raise ValueError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
-class _Bar:
-    """A tqdm bar driven by ``progress(done, total)`` callbacks, shown from the first one on (so a command
-    refused before any work prints only its error)."""
-
-    def __init__(self, desc: str):
-        self.desc = desc
-        self.bar: tqdm | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = tqdm(desc=self.desc, unit="step", file=sys.stderr, leave=False)
-        self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 # ---------------------------------------------------------------- simulate
-
-def _write_mri_set(out: Path, specs, cfg) -> list[Path]:
-    """``pipelines.simulate.mri.write_set`` with a progress bar on stderr."""
-    from pipelines.simulate.mri import write_set
-
-    with tqdm(total=len(specs), desc=f"simulating {out.name}", unit="file", file=sys.stderr) as bar:
-        return write_set(out, specs, cfg, progress=lambda done, total: bar.update(done - bar.n))
-
 
 def cmd_simulate_mri(args: argparse.Namespace) -> int:
     from pipelines.simulate import mri
@@ -142,14 +115,14 @@ def cmd_simulate_mri(args: argparse.Namespace) -> int:
             split, contrasts, orientations, accelerations = mri.BENCHMARK_SETS[name]
             repeats = mri.TRAIN_REPEATS if name == "train" else 1
             specs = mri.plan(split, contrasts, orientations, accelerations, cfg, args.max_files, repeats)
-            total += len(_write_mri_set(out / name, specs, cfg))
+            total += len(write_mri_set(out / name, specs, cfg))
         print(f"wrote {total} files under {out}")
         return 0
     specs = mri.plan(args.split, tuple(args.contrast), tuple(args.orientation), tuple(args.acceleration), cfg,
                      args.max_files)
     if not specs:
         raise ValueError(f"no slabs of split {args.split!r} in the requested orientations")
-    written = _write_mri_set(out, specs, cfg)
+    written = write_mri_set(out, specs, cfg)
     print(f"wrote {len(written)} files to {out}")
     return 0
 
@@ -159,7 +132,7 @@ def cmd_simulate_ct(args: argparse.Namespace) -> int:
 
     if args.arc is not None and not 0 < args.arc <= 360:
         raise ValueError(f"--arc must be more than 0 and at most 360 degrees, got {args.arc:g}")
-    bar = _Bar("simulating CT")
+    bar = ProgressBar("simulating CT")
     try:
         written = simulate_ct_dataset(Path(args.out), views=args.views, arc_deg=args.arc, geometry=args.geometry,
                                       noise_i0=args.noise, source=args.source, size=args.size, slices=args.slices,
@@ -186,7 +159,7 @@ def with_provider_preference(method: str, params: dict[str, Any]) -> dict[str, A
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from pipelines.pipeline import reconstruct_file
 
-    bar = _Bar(f"{args.method}")
+    bar = ProgressBar(f"{args.method}")
     try:
         params = parse_params(args.param)
         if args.model_id:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from pipelines.evaluate import format_summary
+from recon_service.progress import write_mri_set
 
 if TYPE_CHECKING:
     from recon_service.local_server import LocalServer
@@ -39,14 +40,6 @@ def _mri_methods() -> list[str]:
     return [m for m in DEMO_MRI_METHODS if m not in defaults or defaults[m] in shipped]
 
 
-def _write_mri_set(out: Path, specs: list, cfg) -> list[Path]:
-    """``pipelines.simulate.mri.write_set`` with a progress bar on stderr."""
-    from pipelines.simulate.mri import write_set
-
-    with tqdm(total=len(specs), desc=f"simulating {out.name}", unit="file", file=sys.stderr) as bar:
-        return write_set(out, specs, cfg, progress=lambda done, total: bar.update(done - bar.n))
-
-
 def _report(out: Path, title: str, name: str, summary: dict) -> None:
     (out / f"metrics_{name}.json").write_text(json.dumps(summary, indent=2))
     print(f"\n{title}, {summary['volumes']} volumes:")
@@ -65,7 +58,7 @@ def run_comparison(out: Path) -> int:
     data = out / "mri"
     for acc in (4.0, 8.0):
         specs = mri.plan("test", ("t1", "t2"), ("axial",), (acc,), cfg, max_files=2)
-        _write_mri_set(data / f"{acc:g}x", specs, cfg)
+        write_mri_set(data / f"{acc:g}x", specs, cfg)
     print(f"simulated brain MRI study (held-out slices): {data}")
     first = sorted((data / "4x").glob("*.h5"))[0]
     for method in methods:
@@ -107,7 +100,7 @@ def _simulate_studies(out: Path) -> dict[str, Path]:
 
     cfg = mri.MRISimulationConfig(size=128, coils=8, slices=4)
     specs = mri.plan("test", ("t1",), ("axial",), (4.0,), cfg, max_files=1)
-    mri_file = _write_mri_set(out / "mri", specs, cfg)[0]
+    mri_file = write_mri_set(out / "mri", specs, cfg)[0]
     ct_files = simulate_ct_dataset(out / "ct", views=8, source="brain", size=96, slices=8, noise_i0=1e5)
     return {"mri": mri_file, "ct": sorted(ct_files)[0]}
 

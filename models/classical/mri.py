@@ -60,17 +60,6 @@ ADMM_TV_DEFAULTS = {
     "volume": False,
     "scale_quantile": 0.99,
 }
-# Sensible ranges of the scale-free parameters (for registries and forms); lam_z None = lam.
-ADMM_TV_BOUNDS = {
-    "lam": (0.0, 1.0),
-    "lam_z": (0.0, 1.0),
-    "rho": (1e-4, 100.0),
-    "iterations": (1, 2000),
-    "cg_iterations": (1, 100),
-    "scale_quantile": (1e-3, 1.0),
-}
-
-
 def admm_tv_sense(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor,
                   lam: float = ADMM_TV_DEFAULTS["lam"], lam_z: float | None = ADMM_TV_DEFAULTS["lam_z"],
                   rho: float = ADMM_TV_DEFAULTS["rho"], iterations: int = ADMM_TV_DEFAULTS["iterations"],

@@ -4,7 +4,6 @@
   ``v max(1 - t / |v|, 0)``.
 * ``group_soft_threshold(v, t, dim)``: ``g = sum_r ||v_r||_2`` over groups along ``dim`` (isotropic TV with the
   gradient components stacked on ``dim``), ``v max(1 - t / ||v||_2, 0)`` with ``||v||_2^2 = sum_dim |v|^2``.
-* ``nonneg``: projection onto ``x >= 0`` (the prox of its indicator).
 
 Thresholds may be tensors that broadcast against ``v`` (e.g. one per slice).
 """
@@ -30,7 +29,3 @@ def group_soft_threshold(v: Tensor, threshold: float | Tensor, dim: int = 0) -> 
     norm = torch.sqrt(sq.sum(dim, keepdim=True))
     return v * (1 - threshold / norm.clamp_min(1e-12)).clamp_min(0)
 
-
-def nonneg(x: Tensor, t: float | Tensor = 1.0) -> Tensor:
-    """Projection onto ``x >= 0`` (the prox of the non-negativity indicator for any ``t``)."""
-    return x.clamp_min(0)
