@@ -156,6 +156,14 @@ def with_provider_preference(method: str, params: dict[str, Any]) -> dict[str, A
     return params
 
 
+def format_chosen(chosen: dict[str, Any]) -> str:
+    """One line for the weights a method chose from the data, e.g. ``lam=0.0042 (noise sigma 1.2e-05 from ...)``."""
+    weights = ", ".join(f"{k}={v:.4g}" for k, v in chosen.items() if isinstance(v, float) and k.startswith("lam"))
+    noise = chosen.get("noise") or {}
+    detail = f" (noise sigma {noise['sigma']:.3g} from {noise['source']}" if "sigma" in noise else " ("
+    return f"{weights}{detail}; {chosen.get('rule', '')})"
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from pipelines.pipeline import reconstruct_file
 
@@ -170,6 +178,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         bar.close()
     for kind, path in result.outputs.items():
         print(f"{kind}: {path}")
+    chosen = result.volume.attrs.get("chosen")
+    if chosen:
+        print(f"chosen: {format_chosen(chosen)}")
     if result.metrics:
         print("  ".join(f"{k.upper()} {v:.4f}" for k, v in result.metrics.items()))
     return 0

@@ -21,6 +21,7 @@ def test_simulate_reconstruct_evaluate_end_to_end(tmp_path, run_recon):
 
     proc = run_recon("reconstruct", str(files[0]), "--method", "cg-sense", "--out", str(tmp_path / "rec"))
     assert "PSNR" in proc.stdout
+    assert "chosen: lam=" in proc.stdout and "noise sigma" in proc.stdout  # the weight chosen from the data
     nifti = next((tmp_path / "rec").glob("*.nii.gz"))
     image = nib.load(str(nifti))
     assert image.shape == (64, 64, 2)

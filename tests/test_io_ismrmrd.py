@@ -294,3 +294,16 @@ def test_error_3d_and_out_of_range(tmp_path):
     _expect(_write(tmp_path / "ky.h5", [_acq(_line(0, 0), ky=NY + 3)]), f"kspace_encode_step_1 {NY + 3}",
             f"encoded y size {NY}")
     _expect(_write(tmp_path / "long.h5", [_acq(_line(0, 0, samples=NX + 4))]), "does not fit the encoded x size")
+
+
+def test_noise_scan_gives_the_imaging_noise_level(tmp_path):
+    """The generator adds complex noise of std 0.05 per real part (sigma = 0.05 sqrt 2) to the noise scan and to every
+    readout alike: the level read from the noise scan must match it and the level left in the imaging k-space."""
+    from models.physics.mri.noise import estimate_kspace_sigma
+
+    with_scan = read_ismrmrd(_generate(tmp_path, "noisy.h5", "-m", "64", "-c", "4", "-O", "2", "-n", "0.05", "-C"))
+    sigma = with_scan.attrs["noise_scan_sigma"]
+    assert sigma == pytest.approx(0.05 * np.sqrt(2), rel=0.1)
+    assert estimate_kspace_sigma(with_scan.kspace, with_scan.mask) == pytest.approx(sigma, rel=0.1)
+    without = read_ismrmrd(_generate(tmp_path, "no-scan.h5", "-m", "32", "-c", "4", "-n", "0.05"))
+    assert "noise_scan_sigma" not in without.attrs

@@ -116,6 +116,11 @@ def test_run_job_reports_progress_and_writes_results(local, sources, single_thre
     prov = result["provenance"]
     assert prov["pipeline"] == "mri-cg-sense" and prov["method"] == "cg-sense" and prov["model_id"] is None
     assert prov["engine_provider"] == "torch-cpu" and prov["parameters"]["maps"] == "espirit"
+    # lam left out: chosen from the noise measured in the k-space, reported beside the parameters as given
+    chosen = prov["chosen_parameters"]
+    assert prov["parameters"]["lam"] is None and chosen["lam"] > 0 and chosen["noise"]["sigma"] > 0
+    assert chosen["noise"]["source"].startswith("k-space") and "sigma/s" in chosen["rule"]
+    assert f"lam={chosen['lam']:g}" in first.DerivationDescription  # the DICOM says the weight as run
     assert prov["seconds"] >= prov["reconstruction_seconds"] > 0
     # measured 24.36 dB / SSIM 0.767 against zero-filled 20.84 / 0.405 on the same file
     zero_filled = reconstruct(load_acquisition(sources["mri"]), "zero-filled").metrics

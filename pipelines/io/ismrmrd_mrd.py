@@ -7,7 +7,9 @@ acquisitions (``data``): each row is one readout, a fixed binary header (flags, 
 How readouts become k-space ``(slices, coils, H, W)`` (H = readout x, W = phase encode ky, the fastMRI
 orientation, mask along W):
 
-* Skipped: noise scans (``ACQ_IS_NOISE_MEASUREMENT``) and other non-imaging data (navigator,
+* Noise scans (``ACQ_IS_NOISE_MEASUREMENT``) give the noise level of the imaging k-space (attr
+  ``noise_scan_sigma``, ``models.physics.mri.noise.noise_scan_sigma``: scaled by the dwell-time ratio and by the
+  averaging of repeated readouts) and are otherwise skipped, like the other non-imaging data (navigator,
   phase correction, dummy scans, feedback, surface-coil correction, phase stabilisation), readouts of
   other encodings (``encoding_space_ref != 0``) and, when the calibration mode is ``separate`` or
   ``external``, calibration-only readouts (a separate reference scan). Embedded/interleaved
@@ -46,6 +48,7 @@ import ismrmrd
 import numpy as np
 
 from models.physics.mri.masks import count_center_lines
+from models.physics.mri.noise import noise_scan_sigma
 from pipelines.data import InputError, MRIAcquisition
 from pipelines.io.hdf5 import SliceSelection, open_hdf5, slice_indices
 from pipelines.io.mrd_header import parse_ismrmrd_header
@@ -217,6 +220,8 @@ def read_ismrmrd(path: str | Path, dataset: str = "dataset", remove_oversampling
         kspace = remove_readout_oversampling(kspace, rx, axis=-2)
     recon_shape = (min(rx, kspace.shape[-2]), min(ry, ny))
 
+    noise_sigma = _noise_scan_sigma(heads, payload, _flag(flags, ismrmrd.ACQ_IS_NOISE_MEASUREMENT), channels,
+                                    float(np.median(h["sample_time_us"])), counts[0][counts[0] > 0])
     attrs = {
         "acquisition": "ismrmrd", "dataset": dataset, "patient_id": info.patient_id or "",
         "acceleration": (info.acceleration[0] if info.acceleration and info.acceleration[0] > 1
@@ -225,9 +230,24 @@ def read_ismrmrd(path: str | Path, dataset: str = "dataset", remove_oversampling
         "selected": selected, "repetitions_available": reps.tolist(), "max_averages": int(counts.max()),
         "slice_ids": slice_ids.tolist(), "readout_oversampling_removed": bool(removed),
     }
+    if noise_sigma is not None:
+        attrs["noise_scan_sigma"] = noise_sigma
     affine = _affine(geometry, recon_shape, info, chosen, all_slice_ids.size)
     return MRIAcquisition(kspace=kspace, mask=mask, num_low_frequencies=int(num_low), recon_shape=recon_shape,
                           affine=affine, header_xml=xml, attrs=attrs, source=source)
+
+
+def _noise_scan_sigma(heads: np.ndarray, payload: np.ndarray, is_noise: np.ndarray, channels: int,
+                      imaging_dwell_us: float, averages: np.ndarray) -> float | None:
+    """The imaging k-space's noise level from the noise-scan readouts with the imaging coil count (None without
+    any): averaging ``n`` readouts of a line divides its noise variance by ``n``."""
+    rows = [r for r in np.nonzero(is_noise)[0] if int(heads[r]["active_channels"]) == channels]
+    if not rows:
+        return None
+    samples = np.concatenate([payload[r].view(np.complex64).reshape(channels, -1) for r in rows], axis=1)
+    noise_dwell = float(np.median([heads[r]["sample_time_us"] for r in rows]))
+    sigma = noise_scan_sigma(samples, noise_dwell or None, imaging_dwell_us or None)
+    return float(sigma * np.sqrt(np.mean(1.0 / averages)))
 
 
 def _affine(geometry: dict[int, np.void], image_shape: tuple[int, int], info, chosen: list[int],

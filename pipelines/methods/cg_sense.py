@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from models.classical.noise_rules import RULES
 from pipelines.data import ImageVolume, MRIAcquisition
-from pipelines.methods._mri import MAX_ITERATIONS, SenseParams, run_slices
+from pipelines.methods._mri import MAX_ITERATIONS, SenseParams, lam_field, run_slices
 from pipelines.reconstructors import Method, Progress, register
 
 
 class CGSenseParams(SenseParams):
-    # lam 1e-3 and 20 iterations: tuned on BART's phantom and the brain slice (benchmarks/mri_classical.py)
-    lam: float = Field(1e-3, ge=0, le=10, description="Tikhonov weight relative to ||A^H A|| (1 for normalised maps)")
+    lam: float | None = lam_field(10, "Tikhonov weight relative to ||A^H A|| (1 for normalised maps)")
     max_iter: int = Field(20, ge=1, le=MAX_ITERATIONS, description="CG iterations (early stopping regularises)")
     tol: float = Field(1e-5, ge=0, lt=1, description="stop when the relative residual falls below this")
 
@@ -23,7 +23,7 @@ def _slices(kspace, mask, maps, params: CGSenseParams):
 
 
 def run(acq: MRIAcquisition, params: CGSenseParams, progress: Progress | None = None) -> ImageVolume:
-    return run_slices(acq, params, progress, _slices)
+    return run_slices(acq, params, progress, _slices, rule=RULES["cg-sense"])
 
 
 METHOD = register(Method("cg-sense", "mri", "CG-SENSE with Tikhonov regularisation", CGSenseParams, run))

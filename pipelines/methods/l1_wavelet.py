@@ -7,16 +7,17 @@ from typing import Literal
 from pydantic import Field
 
 from models.classical.l1_wavelet import DEFAULTS
+from models.classical.noise_rules import RULES
 from pipelines.data import ImageVolume, MRIAcquisition
-from pipelines.methods._mri import MAX_ITERATIONS, SenseParams, run_slices
+from pipelines.methods._mri import MAX_ITERATIONS, SenseParams, lam_field, run_slices
 from pipelines.reconstructors import Method, Progress, register
 
 WAVELET_PATTERN = r"^(haar|db[1-8])(\+(haar|db[1-8])){0,3}$"
 
 
 class L1WaveletParams(SenseParams):
-    lam: float = Field(DEFAULTS["lam"], ge=0, le=10, description="L1 weight relative to the image's bright-tissue "
-                                                                 "intensity (the scale_quantile of |A^H y|)")
+    lam: float | None = lam_field(10, "L1 weight relative to the image's bright-tissue intensity (the "
+                                      "scale_quantile of |A^H y|)")
     max_iter: int = Field(DEFAULTS["max_iter"], ge=1, le=MAX_ITERATIONS, description="proximal-gradient iterations")
     wavelet: str = Field(DEFAULTS["wavelet"], pattern=WAVELET_PATTERN,
                          description="wavelet, or several joined by + used in turn",
@@ -43,7 +44,7 @@ def _slices(kspace, mask, maps, params: L1WaveletParams):
 
 
 def run(acq: MRIAcquisition, params: L1WaveletParams, progress: Progress | None = None) -> ImageVolume:
-    return run_slices(acq, params, progress, _slices)
+    return run_slices(acq, params, progress, _slices, rule=RULES["l1-wavelet"])
 
 
 METHOD = register(Method("l1-wavelet", "mri", "compressed sensing: SENSE with an L1 penalty on Daubechies wavelets",

@@ -6,14 +6,15 @@ from __future__ import annotations
 from pydantic import Field
 
 from models.classical.mri import ADMM_TV_DEFAULTS as DEFAULTS
+from models.classical.noise_rules import RULES
 from pipelines.data import ImageVolume, MRIAcquisition
-from pipelines.methods._mri import SenseParams, run_slices
+from pipelines.methods._mri import SenseParams, lam_field, run_slices
 from pipelines.reconstructors import Method, Progress, register
 
 
 class MRIADMMTV2DParams(SenseParams):
-    lam: float = Field(DEFAULTS["lam"], ge=0, le=1, description="in-plane TV weight relative to the image's "
-                                                                "bright-tissue intensity (scale_quantile of |A^H y|)")
+    lam: float | None = lam_field(1, "in-plane TV weight relative to the image's bright-tissue intensity "
+                                     "(scale_quantile of |A^H y|)")
     rho: float = Field(DEFAULTS["rho"], ge=1e-4, le=100, description="ADMM penalty relative to ||A^H A||")
     iterations: int = Field(DEFAULTS["iterations"], ge=1, le=2000, description="ADMM iterations")
     cg_iterations: int = Field(DEFAULTS["cg_iterations"], ge=1, le=100, description="CG steps per x-update")
@@ -34,13 +35,14 @@ def _solve(kspace, mask, maps, params: MRIADMMTV2DParams, volume: bool, progress
 
 
 def run_2d(acq: MRIAcquisition, params: MRIADMMTV2DParams, progress: Progress | None = None) -> ImageVolume:
-    return run_slices(acq, params, progress, lambda k, m, s, p: _solve(k, m, s, p, volume=False))
+    return run_slices(acq, params, progress, lambda k, m, s, p: _solve(k, m, s, p, volume=False),
+                      rule=RULES["admm-tv"])
 
 
 def run_3d(acq: MRIAcquisition, params: MRIADMMTV3DParams, progress: Progress | None = None) -> ImageVolume:
     # the slab is one problem (TV couples the slices): progress counts ADMM iterations
     return run_slices(acq, params, None, lambda k, m, s, p: _solve(k, m, s, p, volume=True, progress=progress),
-                      chunk=max(acq.num_slices, 1))
+                      chunk=max(acq.num_slices, 1), rule=RULES["admm-tv"])
 
 
 ADMM_TV = register(Method("admm-tv", "mri", "SENSE with 3D total variation (in-plane + along the slices) by ADMM",

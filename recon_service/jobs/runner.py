@@ -163,7 +163,14 @@ def _dicom_provenance(provenance: dict[str, Any]) -> Provenance:
     return Provenance(method=provenance["method"], pipeline=provenance["pipeline"],
                       model_id=provenance["model_id"], weights_sha256=provenance["weights_sha256"],
                       engine_provider=provenance["engine_provider"],
-                      parameters={k: v for k, v in (provenance["parameters"] or {}).items() if v is not None})
+                      parameters=_effective_parameters(provenance))
+
+
+def _effective_parameters(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as run: those given, with the weights the method chose from the data filled in."""
+    chosen = {k: v for k, v in (provenance.get("chosen_parameters") or {}).items() if k.startswith("lam")}
+    merged = {**(provenance["parameters"] or {}), **chosen}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> dict[str, Any]:
@@ -213,7 +220,7 @@ def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> di
             "pipeline": info.name, "method": info.method.name, "modality": info.modality,
             "model_id": attrs.get("model_id"), "weights_sha256": attrs.get("weights_sha256"),
             "engine_provider": _engine_provider(attrs, params), "parameters": attrs.get("params", params),
-            "reconstruction_seconds": attrs.get("seconds"),
+            "chosen_parameters": attrs.get("chosen"), "reconstruction_seconds": attrs.get("seconds"),
         }
         metrics = None if recon.metrics is None else {k: float(v) for k, v in recon.metrics.items()}
         dicom = DicomSeries(info.modality, _study(job, acq), _dicom_provenance(provenance),

@@ -1,0 +1,88 @@
+"""The k-space noise estimate and the weights the classical MRI methods choose from it."""
+
+import numpy as np
+import pytest
+import torch
+
+from models.classical.noise_rules import RULES, NoiseRule
+from models.physics.mri.fft import fft2c
+from models.physics.mri.masks import make_mask
+from models.physics.mri.noise import corner_sigma, estimate_kspace_sigma, noise_scan_sigma, readout_edge_sigma
+from pipelines.data import MRIAcquisition
+from pipelines.reconstructors import get
+from pipelines.simulate.mri import MRISimulationConfig, simulate_slab, slab_starts
+
+
+def _phantom_kspace(sigma: float, coils: int = 4, size: int = 96, seed: int = 0) -> np.ndarray:
+    """An ellipse that fills 60 % of the field of view, smooth coil profiles, complex noise with E|n|^2 = sigma^2."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    image = ((x / 0.6) ** 2 + (y / 0.5) ** 2 <= 1).astype(np.float32) * (1 + 0.5 * np.cos(4 * x))
+    profiles = np.stack([np.exp(-((x - np.cos(a)) ** 2 + (y - np.sin(a)) ** 2)) for a in
+                         np.linspace(0, 2 * np.pi, coils, endpoint=False)])
+    kspace = fft2c(torch.from_numpy((profiles * image).astype(np.complex64))).numpy()
+    noise = rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)
+    return (kspace + sigma / np.sqrt(2) * noise).astype(np.complex64)
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.03, 0.003])
+@pytest.mark.parametrize("acceleration", [1, 4, 8])
+def test_noise_estimate_within_ten_percent(sigma, acceleration):
+    kspace = _phantom_kspace(sigma)
+    mask = make_mask("random", kspace.shape[-2:], acceleration, 0.08, seed=1).mask if acceleration > 1 else \
+        np.ones((1, kspace.shape[-1]), np.float32)
+    assert estimate_kspace_sigma(kspace * mask, mask) == pytest.approx(sigma, rel=0.1)
+
+
+def test_each_region_overestimates_only_where_signal_leaks_in():
+    """Without noise the corners still see signal; the readout FOV edges (air) see none: the minimum is kept."""
+    kspace = _phantom_kspace(0.0)
+    sampled = np.ones(kspace.shape[-2:], bool)
+    assert corner_sigma(kspace, sampled) > 1e-4
+    assert readout_edge_sigma(kspace, sampled.all(0)) < 1e-5
+    assert estimate_kspace_sigma(kspace, sampled) < 1e-5
+
+
+def test_noise_scan_level_scales_with_the_dwell_time_ratio():
+    rng = np.random.default_rng(0)
+    noise = (rng.standard_normal((4, 20000)) + 1j * rng.standard_normal((4, 20000))) * 0.1 / np.sqrt(2)
+    assert noise_scan_sigma(noise) == pytest.approx(0.1, rel=0.02)
+    # noise sampled at a 4x longer dwell (4x narrower bandwidth) than the imaging readouts: 4x less variance
+    assert noise_scan_sigma(noise, noise_dwell_us=20.0, imaging_dwell_us=5.0) == pytest.approx(0.2, rel=0.02)
+
+
+def test_rule_is_monotone_in_noise_and_clipped():
+    rule = NoiseRule(c0=np.log(0.1), c1=1.0, c2=0.0, low=1e-3, high=0.05)
+    assert rule.lam(0.01, 4) == pytest.approx(1e-3)       # 1e-3 exactly at the lower clip
+    assert rule.lam(0.2, 4) == pytest.approx(0.02)
+    assert rule.lam(10.0, 4) == pytest.approx(0.05)
+    for name in ("l1-wavelet", "cg-sense", "admm-tv"):
+        low, high = RULES[name].lam(0.005, 4), RULES[name].lam(0.1, 4)
+        assert high >= low
+
+
+def _slab(snr_db: float) -> MRIAcquisition:
+    cfg = MRISimulationConfig(size=64, coils=4, slices=1, snr_db=snr_db, seed=3)
+    return simulate_slab("t1", "axial", slab_starts("axial", "val", cfg)[0], 4.0, cfg, seed=3)
+
+
+@pytest.mark.parametrize("method", ["l1-wavelet", "cg-sense", "admm-tv-2d"])
+def test_left_out_weight_is_chosen_from_the_noise_and_reported(method):
+    m = get("mri", method)
+    noisy, clean = _slab(20.0), _slab(40.0)
+    chosen = [m.run(acq, m.check({}), None).attrs["chosen"] for acq in (noisy, clean)]
+    for acq, report in zip((noisy, clean), chosen, strict=True):
+        assert report["noise"]["sigma"] == pytest.approx(acq.attrs["noise_sigma"], rel=0.1)
+        assert report["lam"] == pytest.approx(RULES[method.removesuffix("-2d")].lam(report["noise_to_signal"], 4.0),
+                                              rel=1e-6)
+    assert chosen[0]["noise_to_signal"] > 5 * chosen[1]["noise_to_signal"]  # 20 dB apart: 10x in amplitude
+    given = m.run(noisy, m.check({"lam": 0.01}), None)
+    assert "chosen" not in given.attrs and given.attrs["params"]["lam"] == 0.01
+
+
+def test_noise_scan_is_preferred_to_the_estimate():
+    m = get("mri", "l1-wavelet")
+    acq = _slab(30.0)
+    acq.attrs["noise_scan_sigma"] = 2 * acq.attrs["noise_sigma"]
+    report = m.run(acq, m.check({}), None).attrs["chosen"]
+    assert report["noise"] == {"sigma": acq.attrs["noise_scan_sigma"], "source": "noise scan"}
