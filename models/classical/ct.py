@@ -13,6 +13,7 @@ attenuation over the field of view). So one ``lam`` suits any image size, view c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -89,21 +90,51 @@ class ADMMSettings:
     cg_iterations: int = 5     # CG steps per x-update, warm started
 
 
-# Tuned by benchmarks/ct_tune_admm.py (grid lam x rho, 100 iterations, noiseless parallel beam over 180 deg,
-# 128 x 128 x 8 slabs: two pseudo-CT brain slabs and one random-ellipsoid volume; PSNR of the volume).
-# Results and the exact command: BENCHMARKS.md, "CT operators".
-# Measured (volume PSNR, dB): 2 views lam 1e-3 17.50 (SIRT-200 16.84, FBP 4.74); 4 views lam 3e-3 21.71 (21.29, 9.31);
-# 8 views lam 1e-3 27.91 (26.09, 13.56); 16 views lam 1e-4 32.34 (30.71, 18.72; grid not finished). rho was fixed
-# at 1e-3 in that grid; on a 64 x 64 Shepp-Logan slab rho 1e-2..1e-1 did up to 0.5 dB better.
-_TUNED = ((3, 1e-3), (6, 3e-3), (12, 1e-3), (24, 1e-4), (48, 1e-4))
+@dataclass(frozen=True)
+class NoiseViewsRule:
+    """``log10 w = a + b log10(max(sigma_rel, floor)) + c log10(clip(views, *views_range))``.
+
+    ``sigma_rel`` is the sinogram's rms noise over its rms (``models.physics.ct.noise``); below ``floor`` (a
+    noise-free sinogram estimates 0) the weight stops falling, and view counts are clipped to the range the rule
+    was fitted on.
+    """
+
+    a: float
+    b: float
+    c: float
+    floor: float
+    views_range: tuple[int, int]
+
+    def __call__(self, views: int, sigma_rel: float) -> float:
+        s = max(float(sigma_rel), self.floor)
+        v = min(max(int(views), self.views_range[0]), self.views_range[1])
+        return float(10.0 ** (self.a + self.b * math.log10(s) + self.c * math.log10(v)))
+
+    def formula(self, name: str = "lam") -> str:
+        """The rule in one line, with its constants."""
+        lo, hi = self.views_range
+        return (f"log10 {name} = {self.a:.3f} {'+' if self.b >= 0 else '-'} {abs(self.b):.3f} log10(max(sigma_rel, "
+                f"{self.floor:.2g})) {'+' if self.c >= 0 else '-'} {abs(self.c):.3f} log10(views clipped to "
+                f"[{lo}, {hi}]); sigma_rel = rms noise / rms sinogram")
 
 
-def tuned_admm_settings(views: int) -> ADMMSettings:
-    """The tuned ADMM-TV 3D settings for ``views`` views (fewer views need a stronger prior)."""
-    for max_views, lam in _TUNED:
-        if views <= max_views:
-            return ADMMSettings(lam=lam, lam_z=lam)
-    return ADMMSettings(lam=3e-5, lam_z=3e-5)
+# ADMM-TV 3D weight from the noise level and the number of views, lam_z = lam (rho, iterations as ADMMSettings).
+# Fitted by benchmarks/ct_tune_admm.py on its tuning set only (results and the exact command:
+# benchmarks/results/ct_admm_tv.json): parallel beam over 180 deg, 64 x 64 x 4, pseudo-CT brain slab 1 and one
+# random-ellipsoid volume, views 10/30/60/120 x I0 2e3/1e4/5e4/noise-free (sigma_rel about 0.039/0.017/0.008/0).
+# Per case the PSNR-best lam of a half-decade grid 3e-5..1e-1 (refined by a parabola in log10), then least squares
+# on log10 lam with the floor picked from a grid by the residual: rms residual 0.15 decades, mostly between the
+# volumes (the ellipsoids' best lam is about twice the brain's). lam grows about linearly with the noise, and
+# I0 >= 5e4 is as good as noise-free here (below the floor). Best lam at 96 px matched 64 px within 10-20 %.
+ADMM_LAM_RULE = NoiseViewsRule(a=-0.39, b=1.022, c=-0.285, floor=0.013, views_range=(10, 120))
+MAX_LAM = 10.0  # the methods' upper bound on lam
+
+
+def tuned_admm_settings(views: int, sigma_rel: float = 0.0) -> ADMMSettings:
+    """ADMM-TV 3D settings for ``views`` views and relative noise ``sigma_rel`` (0: noise-free):
+    ``lam = lam_z = ADMM_LAM_RULE(views, sigma_rel)`` (at most ``MAX_LAM``), rho and iteration counts fixed."""
+    lam = min(ADMM_LAM_RULE(views, sigma_rel), MAX_LAM)
+    return ADMMSettings(lam=lam, lam_z=lam)
 
 
 def _admm_tv(sinogram: torch.Tensor, op: CTProjector, lam: float, lam_z: float, rho: float, iterations: int,

@@ -40,8 +40,13 @@ def ct_inputs(acq: CTAcquisition, params: CTParams) -> tuple[Geometry, torch.Ten
     return geom, torch.from_numpy(np.ascontiguousarray(sino)).to(device)
 
 
-def ct_volume(acq: CTAcquisition, x: torch.Tensor, method: str, params: dict) -> ImageVolume:
+def ct_volume(acq: CTAcquisition, x: torch.Tensor, method: str, params: dict,
+              chosen: dict | None = None) -> ImageVolume:
+    """The output volume; ``chosen`` (what the method chose for parameters left null, and why) goes to
+    ``attrs["chosen"]`` when given."""
     data = x.detach().cpu().numpy().astype(np.float32)
     attrs = {"method": method, "params": dict(params), "modality": "ct",
              "units": acq.attrs.get("attenuation_units", "1/mm"), "source": acq.source}
+    if chosen is not None:
+        attrs["chosen"] = chosen
     return ImageVolume(data, np.asarray(acq.affine, dtype=np.float64), attrs)
