@@ -25,14 +25,15 @@ def test_ct_simulate_reconstruct_evaluate_end_to_end(tmp_path, run_recon):
     fbp, sirt, tv = (summary["methods"][m] for m in ("fbp", "sirt", "admm-tv"))
     assert summary["volumes"] == 3 and "admm-tv" in proc.stdout and "sirt" in proc.stdout
     # sparse views of piecewise-constant volumes: ADMM-TV > SIRT > FBP. Measured means (PSNR dB / SSIM): FBP
-    # 19.65 / 0.527, SIRT 29.38 / 0.840, ADMM-TV 31.93 / 0.947 (per volume: tests/test_ct_classical.py). Leads
-    # asserted with about 1 dB and 0.03 to spare; each mean above its measured value minus 0.5 dB and 0.03.
+    # 19.65 / 0.527, SIRT 29.38 / 0.840, ADMM-TV 33.63 / 0.963 (lam from the noise rule; 31.93 / 0.947 with the
+    # earlier per-view table). Leads asserted with about 1 dB and 0.03 to spare; each mean above its measured value
+    # minus 0.5 dB and 0.03.
     psnr = {name: m["psnr"]["mean"] for name, m in summary["methods"].items()}
     ssim = {name: m["ssim"]["mean"] for name, m in summary["methods"].items()}
-    assert psnr["admm-tv"] > psnr["sirt"] + 1.5 and psnr["sirt"] > psnr["fbp"] + 8.5, psnr
-    assert ssim["admm-tv"] > ssim["sirt"] + 0.07 and ssim["sirt"] > ssim["fbp"] + 0.28, ssim
+    assert psnr["admm-tv"] > psnr["sirt"] + 3.2 and psnr["sirt"] > psnr["fbp"] + 8.5, psnr
+    assert ssim["admm-tv"] > ssim["sirt"] + 0.09 and ssim["sirt"] > ssim["fbp"] + 0.28, ssim
     for name, (psnr_measured, ssim_measured) in {"fbp": (19.65, 0.527), "sirt": (29.38, 0.840),
-                                                 "admm-tv": (31.93, 0.947)}.items():
+                                                 "admm-tv": (33.63, 0.963)}.items():
         assert psnr[name] > psnr_measured - 0.5 and ssim[name] > ssim_measured - 0.03, (name, psnr, ssim)
     assert tv["seconds_per_slice"] > 0 and sirt["seconds_per_slice"] > 0 and fbp["seconds_per_slice"] >= 0
 
