@@ -1,0 +1,53 @@
+"""Benchmark results files (benchmarks/README.md, rule 8): each committed file names the command that wrote it, and
+the CT operator and training-step benchmarks write single-slice and batched timings apart, at a tiny size."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+RESULTS = ("mri_brain", "ct_operators", "service_load", "unrolled_train_step", "validation_before_after",
+           "unrolled_latency")
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, f"benchmarks/{script}.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "", "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize("name", RESULTS)
+def test_committed_results_file_names_its_command(name):
+    result = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
+    assert f"benchmarks/{name}.py" in result["command"]
+
+
+def test_ct_operators_times_single_and_batched_apart_with_the_build_outside(tmp_path):
+    out = tmp_path / "ct.json"
+    done = _run("ct_operators", "--size", "31", "--views", "12", "--pair-views", "4", "--batch", "3",
+                "--repeats", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert "--size 31 --views 12 --pair-views 4 --batch 3 --repeats 1" in result["command"]
+    assert [b["views"] for b in result["matrix_build"]] == [12, 4] and all(b["nnz"] > 0 for b in
+                                                                            result["matrix_build"])
+    timing = result["timing"]
+    for operation, views in (("projector", 12), ("fbp", 12), ("forward+adjoint", 4)):
+        for slices in (1, 3):
+            rows = {r["tool"]: r for r in timing if r["operation"] == operation and r["slices"] == slices}
+            assert {"ours", "scikit-image"} <= set(rows) and all(r["views"] == views for r in rows.values())
+            assert rows["ours"]["ratio_vs_ours"] == 1.0
+    assert {r["tool"] for r in result["accuracy"]} >= {"ours", "scikit-image"}
+
+
+def test_unrolled_train_step_says_which_weights(tmp_path):
+    out = tmp_path / "step.json"
+    done = _run("unrolled_train_step", "--only", "rim-T8-h48-gru", "rim-T8-h64-indrnn", "--coils", "2", "--size",
+                "16", "16", "--repeats", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = {r["config"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["rim-T8-h48-gru"]["weights"].startswith("shipped rim-brain-sim, sha256 ")
+    assert rows["rim-T8-h64-indrnn"]["weights"] == "random (seed 0)"
