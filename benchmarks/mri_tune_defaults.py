@@ -6,13 +6,15 @@ Run from the repository root::
 
 For every case of ``benchmarks/mri_cases.TUNING`` (never a held-out one) and every weight on a log grid, the method
 reconstructs the case (ESPIRiT maps estimated once per case, as the registry method does) and the volume PSNR
-against the ground truth is recorded, with the case's noise-to-signal ratio ``r = sigma / s``: ``sigma`` the noise
+against the ground truth is recorded, with the acceleration its mask achieves (``R``; a random mask's nominal 4x
+may sample 5x less) and the case's noise-to-signal ratio ``r = sigma / s``: ``sigma`` the noise
 level the method estimates from the k-space (``models.physics.mri.noise``), ``s`` the bright-tissue intensity the
 weights are relative to (the 99 % quantile of ``|A^H y|``, median over the slices). Each case's best weight is
 refined by a parabola through the best grid point and its neighbours (in log weight); the rule
-``log lam = c0 + c1 log r + c2 log R`` (``R`` the acceleration) is then fitted by least squares on the best weights
-and written with every row to ``benchmarks/results/mri_default_rule.json``. The constants go into
-``models/classical/noise_rules.py`` by hand, with the file named beside them.
+``log lam = c0 + c1 log r + c2 log R + c3 log(n / 256) + c4 log r log R`` (``R`` the acceleration, ``n`` the
+matrix) is then fitted by least squares on the best weights and written with every row to
+``benchmarks/results/mri_default_rule.json``. The constants go into ``models/classical/noise_rules.py`` by hand,
+with the file named beside them.
 
 Grid evaluations are cached per case in ``data/mri-tune/`` so an interrupted run resumes.
 """
@@ -44,7 +46,7 @@ from models.physics.mri.sense import SenseOperator  # noqa: E402
 from models.physics.shapes import center_crop  # noqa: E402
 from pipelines.methods._mri import _maps_for  # noqa: E402
 from pipelines.metrics import psnr  # noqa: E402
-from pipelines.sampling import acquisition_mask  # noqa: E402
+from pipelines.sampling import acquisition_mask, sampled_acceleration  # noqa: E402
 
 CACHE = ROOT / "data" / "mri-tune"
 OUT = ROOT / "benchmarks" / "results" / "mri_default_rule.json"
@@ -54,6 +56,7 @@ GRIDS = {
     "admm-tv-2d": np.geomspace(3e-4, 3e-2, 7),
     "cg-sense": np.geomspace(1e-4, 3.0, 16),
 }
+EXTEND = 3  # a case whose best weight is the grid's largest gets up to this many larger ones, a step apart
 
 
 def _solver(method: str):
@@ -69,6 +72,12 @@ def _solver(method: str):
     raise ValueError(method)
 
 
+def half_fraction(case: Case) -> bool:
+    """The cases whose two-level factors (matrix, coils, mask, acceleration) have an even number of high levels."""
+    high = (case.size > 128) + (case.coils > 4) + (case.mask == "equispaced") + (case.acceleration > 4)
+    return high % 2 == 0
+
+
 def case_inputs(case: Case) -> dict:
     acq = load_case(case)
     mask, num_low = acquisition_mask(acq)
@@ -78,27 +87,40 @@ def case_inputs(case: Case) -> dict:
     sigma = estimate_kspace_sigma(acq.kspace, mask)
     aty = SenseOperator(maps, mask_t).adjoint(kspace)
     return {"acq": acq, "kspace": kspace, "mask": mask_t, "maps": maps, "sigma": sigma,
+            "acceleration": sampled_acceleration(mask, acq.kspace.shape[-2:]),
             "r": noise_to_signal(sigma, aty)}
 
 
-def sweep(case: Case, method: str, inputs: dict) -> list[float]:
+def sweep(case: Case, method: str, inputs: dict) -> tuple[np.ndarray, list[float]]:
+    """The weights tried and their PSNR: the method's grid, extended upwards (same log step, at most ``EXTEND``
+    more) while the best is the largest tried. Weights already scored are read back from the cache."""
     path = CACHE / method / f"{case.name}.json"
-    grid = [float(v) for v in GRIDS[method]]
+    done: dict[str, float] = {}
     if path.exists():
         cached = json.loads(path.read_text())
-        if cached["grid"] == grid:
-            return cached["psnr"]
+        done = cached.get("scores") or {repr(float(g)): p for g, p in zip(cached["grid"], cached["psnr"], strict=True)}
     solve = _solver(method)
     acq = inputs["acq"]
-    scores = []
-    for lam in grid:
-        with torch.no_grad():
-            image = solve(inputs["kspace"], inputs["mask"], inputs["maps"], lam)
-        image = center_crop(image, acq.image_shape).numpy()
-        scores.append(psnr(acq.reference, np.abs(image)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"grid": grid, "psnr": scores}))
-    return scores
+
+    def score(lam: float) -> float:
+        if repr(lam) not in done:
+            with torch.no_grad():
+                image = solve(inputs["kspace"], inputs["mask"], inputs["maps"], lam)
+            image = center_crop(image, acq.image_shape).numpy()
+            done[repr(lam)] = psnr(acq.reference, np.abs(image))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"scores": done}))
+        return done[repr(lam)]
+
+    grid = [float(v) for v in GRIDS[method]]
+    scores = [score(lam) for lam in grid]
+    step = grid[-1] / grid[-2]
+    for _ in range(EXTEND):
+        if int(np.argmax(scores)) != len(scores) - 1:
+            break
+        grid.append(grid[-1] * step)
+        scores.append(score(grid[-1]))
+    return np.asarray(grid), scores
 
 
 def refine_best(grid: np.ndarray, scores: list[float]) -> float:
@@ -116,26 +138,32 @@ def refine_best(grid: np.ndarray, scores: list[float]) -> float:
 
 
 def fit_rule(rows: list[dict]) -> dict:
-    """Least squares ``log lam = c0 + c1 log r + c2 log R`` over the rows' best weights."""
-    design = np.array([[1.0, np.log(row["r"]), np.log(row["acceleration"])] for row in rows])
+    """Least squares ``log lam = c0 + c1 log r + c2 log R + c3 log(n / 256) + c4 log r log R`` over the rows' best
+    weights."""
+    design = np.array([_terms(row["r"], row["acceleration_sampled"], row["size"]) for row in rows])
     target = np.log([row["best_lam"] for row in rows])
     coef, *_ = np.linalg.lstsq(design, target, rcond=None)
     residual = target - design @ coef
-    return {"c0": float(coef[0]), "c1": float(coef[1]), "c2": float(coef[2]),
+    return {**{f"c{i}": float(c) for i, c in enumerate(coef)},
             "rms_log_residual": float(np.sqrt(np.mean(residual**2)))}
 
 
+def _terms(r: float, acceleration: float, size: float) -> list[float]:
+    return [1.0, np.log(r), np.log(acceleration), np.log(size / 256), np.log(r) * np.log(acceleration)]
+
+
 def rule_function(rule: dict):
-    return lambda r, acc: float(np.exp(rule["c0"] + rule["c1"] * np.log(r) + rule["c2"] * np.log(acc)))
+    coef = np.array([rule[f"c{i}"] for i in range(5)])
+    return lambda r, acc, n: float(np.exp(np.dot(coef, _terms(r, acc, n))))
 
 
-def loss_at(rows: list[dict], method: str, rule) -> dict:
+def loss_at(rows: list[dict], rule) -> dict:
     """PSNR lost on the tuning cases by the rule's weight against each case's best grid weight (interpolated on
     the grid in log weight)."""
-    grid = np.log(GRIDS[method])
     losses = []
     for row in rows:
-        lam = rule(row["r"], row["acceleration"])
+        grid = np.log(row["grid"])
+        lam = rule(row["r"], row["acceleration_sampled"], row["size"])
         at_rule = float(np.interp(np.log(lam), grid, row["psnr"]))
         losses.append(max(row["psnr"]) - at_rule)
     return {"mean_db": float(np.mean(losses)), "max_db": float(np.max(losses))}
@@ -145,30 +173,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     parser.add_argument("--cases", type=int, default=None, help="only the first N tuning cases")
-    parser.add_argument("--max-size", type=int, default=None, help="only tuning cases up to this matrix")
+    parser.add_argument("--half", action="store_true",
+                        help="a balanced half of the tuning cases (half-fraction of the two-level factors, every SNR)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    cases = [c for c in TUNING[:args.cases] if args.max_size is None or c.size <= args.max_size]
+    cases = [c for c in TUNING[:args.cases] if not args.half or half_fraction(c)]
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
-    result.update({"command": "python benchmarks/mri_tune_defaults.py " + " ".join(argv or sys.argv[1:]),
-                   "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-                   "cases": len(cases), "split": "val (tuning only)"})
+    command = "python benchmarks/mri_tune_defaults.py " + " ".join(argv or sys.argv[1:])
+    result.update({"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+                   "split": "val (tuning only, benchmarks/mri_cases.TUNING)"})
     methods = result.setdefault("methods", {})
     for method in args.methods:
         rows = []
         for n, case in enumerate(cases):
             started = time.perf_counter()
             inputs = case_inputs(case)
-            scores = sweep(case, method, inputs)
-            best = refine_best(GRIDS[method], scores)
-            rows.append({**case.describe(), "sigma": inputs["sigma"], "r": inputs["r"], "best_lam": best,
-                         "best_psnr": max(scores), "psnr": scores})
+            grid, scores = sweep(case, method, inputs)
+            best = refine_best(grid, scores)
+            rows.append({**case.describe(), "sigma": inputs["sigma"], "r": inputs["r"],
+                         "acceleration_sampled": inputs["acceleration"], "best_lam": best,
+                         "best_psnr": max(scores), "grid": grid.tolist(), "psnr": scores})
             print(f"{method} {n + 1}/{len(cases)} {case.name}: r {inputs['r']:.4f} best lam {best:.2e} "
                   f"{max(scores):.2f} dB ({time.perf_counter() - started:.0f} s)", flush=True)
         rule = fit_rule(rows)
-        methods[method] = {"grid": [float(v) for v in GRIDS[method]], "rule": rule,
-                           "rule_loss_db": loss_at(rows, method, rule_function(rule)), "rows": rows}
+        methods[method] = {"command": command, "cases": len(cases), "grid": [float(v) for v in GRIDS[method]],
+                           "rule": rule,
+                           "rule_loss_db": loss_at(rows, rule_function(rule)), "rows": rows}
         print(method, json.dumps(rule), json.dumps(methods[method]["rule_loss_db"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

@@ -20,3 +20,9 @@ def acquisition_mask(acq: MRIAcquisition) -> tuple[np.ndarray, int]:
     if num_low is None:
         num_low = count_center_lines(acq.mask.max(axis=0) if acq.mask.shape[0] > 1 else acq.mask[0])
     return acq.mask.astype(np.float32), int(num_low)
+
+
+def sampled_acceleration(mask: np.ndarray, shape: tuple[int, int]) -> float:
+    """The acceleration the mask achieves: grid points over sampled points (a random mask's nominal 4x may be 5x)."""
+    sampled = np.broadcast_to(np.asarray(mask) != 0, shape)
+    return float(sampled.size / max(int(sampled.sum()), 1))

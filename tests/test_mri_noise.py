@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.classical.noise_rules import RULES, NoiseRule
+from models.classical.noise_rules import MATRIX_RANGE, R_RANGE, R_RATIO_RANGE, RULES, NoiseRule
 from models.physics.mri.fft import fft2c
 from models.physics.mri.masks import make_mask
 from models.physics.mri.noise import corner_sigma, estimate_kspace_sigma, noise_scan_sigma, readout_edge_sigma
@@ -51,14 +51,28 @@ def test_noise_scan_level_scales_with_the_dwell_time_ratio():
     assert noise_scan_sigma(noise, noise_dwell_us=20.0, imaging_dwell_us=5.0) == pytest.approx(0.2, rel=0.02)
 
 
-def test_rule_is_monotone_in_noise_and_clipped():
-    rule = NoiseRule(c0=np.log(0.1), c1=1.0, c2=0.0, low=1e-3, high=0.05)
-    assert rule.lam(0.01, 4) == pytest.approx(1e-3)       # 1e-3 exactly at the lower clip
-    assert rule.lam(0.2, 4) == pytest.approx(0.02)
-    assert rule.lam(10.0, 4) == pytest.approx(0.05)
-    for name in ("l1-wavelet", "cg-sense", "admm-tv"):
-        low, high = RULES[name].lam(0.005, 4), RULES[name].lam(0.1, 4)
-        assert high >= low
+def test_rule_is_a_clamped_power_law():
+    rule = NoiseRule(c0=np.log(0.1), c1=1.0, c2=-0.5, c3=1.0, c4=0.0, low=1e-3, high=0.05)
+    assert rule.lam(0.05, 4, 256) == pytest.approx(0.1 * 0.05 / 2)
+    assert rule.lam(0.05, 4, 128) == pytest.approx(0.1 * 0.05 / 2 / 2)
+    assert rule.lam(0.05, 4, 32) == rule.lam(0.05, 4, MATRIX_RANGE[0])
+    assert rule.lam(0.05, 9, 256) == pytest.approx(0.1 * 0.05 / 3)
+    assert rule.lam(0.01, 4, 256) == pytest.approx(1e-3)  # 5e-4 raised to the lower clip
+    assert NoiseRule(np.log(10.0), 1.0, -0.5, 1.0, 0.0, 1e-3, 0.05).lam(0.08, 4, 256) == pytest.approx(0.05)
+    # outside the fitted ranges of sigma/s and R the rule is held at their ends, not extrapolated
+    assert rule.lam(0.5, 4, 256) == rule.lam(R_RATIO_RANGE[1], 4, 256)
+    assert rule.lam(0.0, 4, 256) == rule.lam(R_RATIO_RANGE[0], 4, 256)
+    assert rule.lam(0.05, 2, 256) == rule.lam(0.05, R_RANGE[0], 256)
+    interaction = NoiseRule(0.0, 1.0, 0.0, 0.0, -0.5, 1e-9, 1.0)  # exponent of r: 1 - 0.5 log R
+    assert interaction.lam(0.05, 4, 256) == pytest.approx(0.05 ** (1 - 0.5 * np.log(4)))
+
+
+@pytest.mark.parametrize("name", ["l1-wavelet", "cg-sense", "admm-tv"])
+def test_fitted_rules_take_a_larger_weight_for_more_noise(name):
+    for acceleration in (4, 6, 8):
+        for matrix in (128, 256, 320):
+            low, high = RULES[name].lam(0.008, acceleration, matrix), RULES[name].lam(0.08, acceleration, matrix)
+            assert high > 2 * low, (acceleration, matrix)
 
 
 def _slab(snr_db: float) -> MRIAcquisition:
@@ -73,8 +87,9 @@ def test_left_out_weight_is_chosen_from_the_noise_and_reported(method):
     chosen = [m.run(acq, m.check({}), None).attrs["chosen"] for acq in (noisy, clean)]
     for acq, report in zip((noisy, clean), chosen, strict=True):
         assert report["noise"]["sigma"] == pytest.approx(acq.attrs["noise_sigma"], rel=0.1)
-        assert report["lam"] == pytest.approx(RULES[method.removesuffix("-2d")].lam(report["noise_to_signal"], 4.0),
-                                              rel=1e-6)
+        assert report["lam"] == pytest.approx(RULES[method.removesuffix("-2d")].lam(
+            report["noise_to_signal"], report["acceleration"], report["matrix"]), rel=1e-6)
+        assert report["matrix"] == 64 and 3 < report["acceleration"] < 6
     assert chosen[0]["noise_to_signal"] > 5 * chosen[1]["noise_to_signal"]  # 20 dB apart: 10x in amplitude
     given = m.run(noisy, m.check({"lam": 0.01}), None)
     assert "chosen" not in given.attrs and given.attrs["params"]["lam"] == 0.01

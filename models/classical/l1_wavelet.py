@@ -42,7 +42,9 @@ from models.physics.linop import FunctionOperator
 from models.physics.mri.sense import SenseOperator, SoftSenseOperator
 from models.physics.wavelet import WaveletTransform, approximation_mask, default_levels, dwt2, idwt2
 
-# Tuned on BART's phantom and the ICBM152 brain slice at 4x and 8x (benchmarks/mri_classical.py).
+# Tuned on BART's phantom and the ICBM152 brain slice at 4x and 8x (the earlier benchmarks/mri_classical.py). ``lam``
+# here is the fixed weight of direct calls; the l1-wavelet method chooses it from the measured noise level instead
+# (models.classical.noise_rules).
 DEFAULTS = {
     "lam": 5e-4,
     "max_iter": 60,

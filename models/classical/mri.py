@@ -36,8 +36,8 @@ def cg_sense(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, lam: 
     Solved as ``(A^H A + lam I) x = A^H y`` by conjugate gradient. ``lam`` is relative to the
     largest eigenvalue of ``A^H A``, which is 1 for orthonormal FFT and maps with ``sum |S|^2 = 1``.
     Early stopping at ``max_iter`` iterations adds implicit regularisation at high acceleration.
-    Defaults (``lam=1e-3``, 20 iterations) were tuned on BART's phantom and the ICBM152 brain slice at
-    4x and 8x (``benchmarks/mri_classical.py``): higher PSNR than ``1e-2``/12 on all four cases.
+    The fixed ``lam=1e-3`` serves direct calls; the cg-sense method chooses ``lam`` from the measured noise
+    level (``models.classical.noise_rules``).
     """
     A = SenseOperator(maps, mask)  # noqa: N806 - math name
     rhs = A.H(kspace)
@@ -46,11 +46,12 @@ def cg_sense(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, lam: 
 
 # ---- ADMM-TV ------------------------------------------------------------------------------------------------
 
-# Tuned on the simulated brain benchmark's validation split only (T1/T2, 4x/8x, ESPIRiT maps, 128 x 128, 8 coils;
-# volume PSNR of |x|): the converged optimum is flat for lam 2e-3..4e-3 (2D) and 1.5e-3..2e-3 (3D, lam_z = lam
-# best; lam_z = 0 is 0.2-0.3 dB worse); rho 0.03..0.1 reaches within 0.1 dB of it in 100 x 4 CG steps, larger rho
-# converges slower. 2D on 4-slice slabs: 27.93 dB vs CG-SENSE 22.90, zero-filled 21.87; 3D on 8-slice slabs
-# 27.51 dB vs 2D 27.17, CG-SENSE 23.12. About 1.2 s per 128 x 128 x 8-coil slice on one CPU thread.
+# lam: the fixed weight of direct calls; the admm-tv methods choose it from the measured noise level
+# (models.classical.noise_rules). Tuned on the simulated brain benchmark's validation split only (T1/T2, 4x/8x,
+# ESPIRiT maps, 128 x 128, 8 coils; volume PSNR of |x|): the converged optimum is flat for lam 2e-3..4e-3 (2D) and
+# 1.5e-3..2e-3 (3D, lam_z = lam best; lam_z = 0 is 0.2-0.3 dB worse); rho 0.03..0.1 reaches within 0.1 dB of it in 100
+# x 4 CG steps, larger rho converges slower. 2D on 4-slice slabs: 27.93 dB vs CG-SENSE 22.90, zero-filled 21.87; 3D on
+# 8-slice slabs 27.51 dB vs 2D 27.17, CG-SENSE 23.12. About 1.2 s per 128 x 128 x 8-coil slice on one CPU thread.
 ADMM_TV_DEFAULTS = {
     "lam": 2e-3,
     "lam_z": None,

@@ -17,7 +17,7 @@ from models.physics.mri.sensitivity import estimate_maps
 from models.physics.shapes import center_crop
 from pipelines.data import ImageVolume, MRIAcquisition
 from pipelines.reconstructors import MethodParams, Progress
-from pipelines.sampling import acquisition_mask
+from pipelines.sampling import acquisition_mask, sampled_acceleration
 
 MapMethod = Literal["acs", "espirit", "espirit-sigpy"]
 # ESPIRiT maps gave about 2 dB more than ACS maps for CG-SENSE and L1-wavelet on the simulated brain test set
@@ -48,17 +48,14 @@ def acquisition_noise(acq: MRIAcquisition, mask: np.ndarray) -> dict[str, Any]:
     return {"sigma": estimate_kspace_sigma(acq.kspace, mask), "source": NOISE_FROM_KSPACE}
 
 
-def _acceleration(mask: np.ndarray, shape: tuple[int, int]) -> float:
-    sampled = np.broadcast_to(np.asarray(mask) != 0, shape)
-    return float(sampled.size / max(int(sampled.sum()), 1))
-
-
 class _AdaptiveWeight:
-    """Chooses ``lam`` per chunk of slices by ``rule`` from ``r = sigma / s`` (``models.classical.noise_rules``)."""
+    """Chooses ``lam`` per chunk of slices by ``rule`` from ``r = sigma / s``, the acceleration and the recon matrix
+    (``models.classical.noise_rules``)."""
 
     def __init__(self, acq: MRIAcquisition, mask: np.ndarray, rule: NoiseRule, params: MethodParams):
         self.noise = acquisition_noise(acq, mask)
-        self.acceleration = _acceleration(mask, acq.kspace.shape[-2:])
+        self.acceleration = sampled_acceleration(mask, acq.kspace.shape[-2:])
+        self.matrix = float(np.sqrt(np.prod(acq.image_shape)))
         self.rule = rule
         self.quantile = float(getattr(params, "scale_quantile", 0.99))
         self.chosen: list[tuple[float, float]] = []
@@ -66,7 +63,7 @@ class _AdaptiveWeight:
     def params_for(self, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, params: MethodParams):
         aty = SenseOperator(maps, mask).adjoint(kspace)
         ratio = noise_to_signal(self.noise["sigma"], aty, self.quantile)
-        lam = self.rule.lam(ratio, self.acceleration)
+        lam = self.rule.lam(ratio, self.acceleration, self.matrix)
         self.chosen.append((lam, ratio))
         return params.model_copy(update={"lam": lam})
 
@@ -74,7 +71,7 @@ class _AdaptiveWeight:
         lams = [lam for lam, _ in self.chosen]
         ratios = [ratio for _, ratio in self.chosen]
         out = {"lam": float(np.median(lams)), "noise": {**self.noise}, "noise_to_signal": float(np.median(ratios)),
-               "acceleration": self.acceleration, "rule": self.rule.formula()}
+               "acceleration": self.acceleration, "matrix": self.matrix, "rule": self.rule.formula()}
         if len(lams) > 1:
             out["lam_range"] = [float(min(lams)), float(max(lams))]
         return out

@@ -12,7 +12,8 @@ from pipelines.reconstructors import Method, Progress, register
 
 class CGSenseParams(SenseParams):
     lam: float | None = lam_field(10, "Tikhonov weight relative to ||A^H A|| (1 for normalised maps)")
-    max_iter: int = Field(20, ge=1, le=MAX_ITERATIONS, description="CG iterations (early stopping regularises)")
+    # 50: the iterations the noise rule's weights were fitted at (benchmarks/mri_tune_defaults.py)
+    max_iter: int = Field(50, ge=1, le=MAX_ITERATIONS, description="CG iterations (early stopping regularises)")
     tol: float = Field(1e-5, ge=0, lt=1, description="stop when the relative residual falls below this")
 
 
