@@ -101,3 +101,21 @@ def test_noise_scan_is_preferred_to_the_estimate():
     acq.attrs["noise_scan_sigma"] = 2 * acq.attrs["noise_sigma"]
     report = m.run(acq, m.check({}), None).attrs["chosen"]
     assert report["noise"] == {"sigma": acq.attrs["noise_scan_sigma"], "source": "noise scan"}
+
+
+def test_shipped_rules_are_the_committed_fit():
+    """The constants in models/classical/noise_rules.py are the ones benchmarks/mri_tune_defaults.py fitted, and the
+    ranges the rule is held inside are the ranges of the tuning cases."""
+    import json
+    from pathlib import Path
+
+    fit = json.loads((Path(__file__).parents[1] / "benchmarks/results/mri_default_rule.json").read_text())["methods"]
+    for name, key in (("l1-wavelet", "l1-wavelet"), ("cg-sense", "cg-sense"), ("admm-tv", "admm-tv-2d")):
+        for i in range(5):
+            assert getattr(RULES[name], f"c{i}") == pytest.approx(fit[key]["rule"][f"c{i}"], abs=1e-4), (name, i)
+        rows = fit[key]["rows"]
+        ratios = [row["r"] for row in rows]
+        accelerations = [row["acceleration_sampled"] for row in rows]
+        assert R_RATIO_RANGE[0] <= min(ratios) * 1.05 and max(ratios) <= R_RATIO_RANGE[1] * 1.05
+        assert R_RANGE[0] <= min(accelerations) and max(accelerations) <= R_RANGE[1]
+        assert {row["size"] for row in rows} == set(MATRIX_RANGE)
