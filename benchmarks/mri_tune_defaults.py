@@ -192,13 +192,15 @@ def main(argv: list[str] | None = None) -> int:
             grid, scores = sweep(case, method, inputs)
             best = refine_best(grid, scores)
             rows.append({**case.describe(), "sigma": inputs["sigma"], "r": inputs["r"],
-                         "acceleration_sampled": inputs["acceleration"], "best_lam": best,
+                         "acceleration_sampled": inputs["acceleration"],
+                         "sigma_simulated": float(inputs["acq"].attrs["noise_sigma"]), "best_lam": best,
                          "best_psnr": max(scores), "grid": grid.tolist(), "psnr": scores})
             print(f"{method} {n + 1}/{len(cases)} {case.name}: r {inputs['r']:.4f} best lam {best:.2e} "
                   f"{max(scores):.2f} dB ({time.perf_counter() - started:.0f} s)", flush=True)
         rule = fit_rule(rows)
+        ratios = [row["sigma"] / row["sigma_simulated"] for row in rows]
         methods[method] = {"command": command, "cases": len(cases), "grid": [float(v) for v in GRIDS[method]],
-                           "rule": rule,
+                           "rule": rule, "noise_estimate_over_simulated": {"min": min(ratios), "max": max(ratios)},
                            "rule_loss_db": loss_at(rows, rule_function(rule)), "rows": rows}
         print(method, json.dumps(rule), json.dumps(methods[method]["rule_loss_db"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
