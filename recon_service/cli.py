@@ -240,11 +240,50 @@ def _load_config(text: str | None) -> dict[str, Any]:
     return value
 
 
+def cmd_train_ct_prior(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from pipelines.train_prior import CTPriorConfig, train_prior, training_volumes
+
+    overrides = _load_config(args.config)
+    known = {f.name for f in fields(CTPriorConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    cfg = CTPriorConfig(**overrides)
+    if args.data is not None:
+        cfg.data = "brain" if args.data == ["brain"] else list(args.data)
+    if args.val_data is not None:
+        raise ValueError("ct-prior validates on its own data (the brain's tuning slab, or slices of the first "
+                         "volume given); --val-data is for the MRI networks")
+    for name in ("steps", "seed", "threads", "init_from"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    cfg.check()
+    if cfg.data != "brain":
+        training_volumes(cfg.data)  # names a missing or empty path before any work
+    bar = tqdm(total=cfg.steps, desc="training ct-prior", unit="step", file=sys.stderr)
+
+    def progress(step: int, total: int, loss: float) -> None:
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=True)
+
+    try:
+        weights = train_prior(cfg, Path(args.out), resume=args.resume, progress=progress)
+    finally:
+        bar.close()
+    print(f"weights: {weights}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from pipelines.train import TrainConfig, as_directories, default_model_config, train
 
+    if args.model == "ct-prior":
+        return cmd_train_ct_prior(args)
     overrides = _load_config(args.config)
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(overrides) - known
@@ -466,10 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE")
     ev.set_defaults(func=cmd_evaluate)
 
-    tr = sub.add_parser("train", help="train RecurrentVarNet or RIM on fastMRI-format directories")
-    tr.add_argument("model", choices=sorted(m.kind for m in learned_models().values()))
-    tr.add_argument("--data", nargs="+", help="one or more directories of fully sampled fastMRI-format files "
-                                   "(default data/brain-bench/train, the simulated training split)")
+    tr = sub.add_parser("train", help="train RecurrentVarNet or RIM on fastMRI-format directories, or the CT "
+                                      "diffusion prior (ct-prior) on CT volumes")
+    tr.add_argument("model", choices=sorted({m.kind for m in learned_models().values()} | {"ct-prior"}))
+    tr.add_argument("--data", nargs="+", help="MRI: one or more directories of fully sampled fastMRI-format files "
+                                   "(default data/brain-bench/train, the simulated training split); ct-prior: DICOM "
+                                   "CT series or NIfTI volumes (files or directories), or 'brain' (the default: the "
+                                   "pseudo-CT brain's training range)")
     tr.add_argument("--val-data", dest="val_data", help="directory of undersampled files with references")
     tr.add_argument("--config", help="JSON file or text overriding training settings, e.g. "
                                      "'{\"model_config\": {\"num_steps\": 8}, \"lr\": 3e-4}'")

@@ -37,13 +37,14 @@ def no_nilearn(monkeypatch):
     monkeypatch.setattr(template, "_nilearn_package", lambda: None)
     monkeypatch.setattr(brain, "load_template", functools.lru_cache(maxsize=1)(brain.load_template.__wrapped__))
     monkeypatch.setattr(ct, "brain_pseudo_ct", functools.lru_cache(maxsize=1)(ct.brain_pseudo_ct.__wrapped__))
+    monkeypatch.setattr(ct, "brain_components", functools.lru_cache(maxsize=1)(ct.brain_components.__wrapped__))
 
 
 def test_missing_nilearn_says_what_to_install(no_nilearn):
     with pytest.raises(InputError, match="nilearn.*not installed") as err:
         template.load_icbm152()
     assert INSTALL in str(err.value)
-    for load in (brain.load_template, ct.brain_pseudo_ct):
+    for load in (brain.load_template, ct.brain_pseudo_ct, ct.brain_components):
         with pytest.raises(InputError, match="recon-service\\[data\\]"):
             load()
 

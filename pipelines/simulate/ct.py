@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,23 +106,57 @@ def _ellipsoid_volume(ellipsoids_hu: np.ndarray, size: int, slices: int, z_range
 
 # ---- pseudo-CT brain ---------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class PseudoCTTissue:
+    """HU of each tissue of the pseudo-CT brain and the shells outside it (distances in mm from the brain)."""
+
+    gm: float = 40.0
+    wm: float = 25.0
+    csf: float = 8.0
+    csf_shell_mm: float = 2.0   # CSF-like layer between brain and skull
+    skull_mm: float = 8.0       # skull up to this distance
+    skull: float = 1000.0
+    scalp_mm: float = 12.0      # scalp up to this distance, air beyond
+    scalp: float = 40.0
+
+
+@functools.lru_cache(maxsize=1)
+def brain_components() -> tuple[np.ndarray, np.ndarray]:
+    """The pseudo-CT brain's parts on the ICBM152 1 mm grid, NIfTI axis order ``(x, y, z)``: an array
+    ``(4, x, y, z)`` of grey matter and white matter fractions (0..1), the brain mask (0/1) and the distance
+    outside the brain (mm), and the grid's affine (MNI mm). ``InputError`` naming what to install when the
+    template (nilearn, the 'data' extra) is missing."""
+    maps, affine = load_icbm152()
+    brain = maps["t1"] > 0
+    outside = ndimage.distance_transform_edt(~brain)  # mm on the 1 mm grid
+    parts = np.stack([maps["gm"] / 255.0, maps["wm"] / 255.0, brain, outside]).astype(np.float32)
+    return parts, affine
+
+
+def pseudo_ct_hu(parts: torch.Tensor, tissue: PseudoCTTissue = PseudoCTTissue()) -> torch.Tensor:
+    """HU from the parts of ``brain_components`` stacked on dimension 0 (any trailing shape; a fractional
+    brain mask mixes the two sides): inside, ``gm GM + wm WM + csf CSF`` with ``csf = clip(brain - gm - wm)``;
+    outside, by distance from the brain, CSF, skull, scalp, then air (-1000). ``tissue``'s fields may be
+    tensors that broadcast against one part (one set of tissue values per slice of a batch)."""
+    gm, wm, brain, dist = parts[0], parts[1], parts[2], parts[3]
+    csf = torch.clamp(brain - gm - wm, 0.0, 1.0)
+    inside = tissue.gm * gm + tissue.wm * wm + tissue.csf * csf
+
+    def value(v: float | torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(v, dtype=dist.dtype, device=dist.device)
+
+    outside = torch.where(dist <= value(tissue.scalp_mm), value(tissue.scalp), value(-1000.0))
+    outside = torch.where(dist <= value(tissue.skull_mm), value(tissue.skull), outside)
+    outside = torch.where(dist <= value(tissue.csf_shell_mm), value(tissue.csf), outside)
+    return brain * inside + (1.0 - brain) * outside
+
+
 @functools.lru_cache(maxsize=1)
 def brain_pseudo_ct() -> tuple[np.ndarray, np.ndarray]:
     """HU volume on the ICBM152 1 mm grid, NIfTI axis order ``(x, y, z)``, and its affine (MNI mm).
     ``InputError`` naming what to install when the template (nilearn, the 'data' extra) is missing."""
-    maps, affine = load_icbm152()
-    t1 = maps["t1"]
-    gm = maps["gm"] / 255.0
-    wm = maps["wm"] / 255.0
-    brain = t1 > 0
-    csf = np.clip(brain.astype(np.float32) - gm - wm, 0.0, 1.0)
-    hu = np.full(t1.shape, -1000.0, dtype=np.float32)
-    hu[brain] = (40.0 * gm + 25.0 * wm + 8.0 * csf)[brain]
-    outside = ndimage.distance_transform_edt(~brain)  # mm on the 1 mm grid
-    hu[(outside > 0) & (outside <= 2)] = 8.0
-    hu[(outside > 2) & (outside <= 8)] = 1000.0
-    hu[(outside > 8) & (outside <= 12)] = 40.0
-    return hu, affine
+    parts, affine = brain_components()
+    return pseudo_ct_hu(torch.from_numpy(parts)).numpy().astype(np.float32), affine
 
 
 def _resample(hu: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, shape: tuple[int, int, int],

@@ -1,0 +1,294 @@
+"""Training of the 2D diffusion prior for CT (``recon train ct-prior``).
+
+Each step draws a batch of augmented axial slices (``pipelines.simulate.prior_slices``: the pseudo-CT brain's
+training range by default, or the user's DICOM CT series / NIfTI volumes), a timestep ``t`` uniform in
+``[0, T)`` per slice and noise ``eps``, and minimises ``|| eps_theta(x_t, t) - eps ||^2`` with
+``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` (DDPM, Ho et al. 2020). The saved weights are an exponential
+moving average of the trained ones. Validation: the same loss on fixed, unaugmented slices (the brain's tuning
+slab, or the first slices of the user's first volume) at fixed timesteps and noise, so runs compare.
+Everything is seeded by ``seed`` and the step, so a run resumed from its checkpoint continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.diffusion.network import DEFAULT_PRIOR_CONFIG, build_prior_unet, size_multiple
+from models.diffusion.schedule import VPSchedule
+from pipelines.data import InputError
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "model.pt"
+VAL_TIMESTEPS = (20, 100, 300, 600, 900)
+DIVERGED_LOSS = 1e3  # eps has unit variance: an untrained network scores about 1
+
+
+@dataclass
+class CTPriorConfig:
+    data: str | list[str] = "brain"  # "brain" (the pseudo-CT brain's training range) or volume paths
+    size: int = 128
+    pixel_mm: float = 2.0
+    model_config: dict[str, Any] = field(default_factory=dict)
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    steps: int = 20000
+    batch_size: int = 32
+    lr: float = 2e-4
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    checkpoint_every: int = 500
+    val_every: int = 1000
+    val_slices: int = 16
+    seed: int = 0
+    threads: int | None = None
+    device: str = "cpu"
+    bf16: bool = False  # bfloat16 autocast (GPU training)
+    time_limit_s: float | None = None  # stop early (weights saved) after this many seconds of this run
+    init_from: str | None = None  # start from these weights (a zoo model id or a model.pt): fine-tuning
+
+    def check(self) -> None:
+        """Refuse settings a run cannot use (a ``ValueError`` naming the setting), before any work."""
+        def integer(name: str, low: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+        def number(name: str, low: float, high: float = math.inf) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+
+        for name in ("batch_size", "checkpoint_every", "val_every", "val_slices", "num_train_timesteps"):
+            integer(name, 1)
+        for name in ("steps", "warmup_steps", "seed"):
+            integer(name, 0)
+        integer("size", 8)
+        if self.size % size_multiple(self.model_config):
+            raise ValueError(f"size must be a multiple of {size_multiple(self.model_config)}, got {self.size}")
+        number("pixel_mm", 1e-3, 100.0)
+        number("lr", 1e-8, 1.0)
+        number("ema_decay", 0.0, 0.99999)
+        number("grad_clip", 0.0)
+        if self.threads is not None:
+            integer("threads", 1)
+        if self.time_limit_s is not None:
+            number("time_limit_s", 1.0)
+        if self.init_from is not None and not (isinstance(self.init_from, str) and self.init_from):
+            raise ValueError(f"init_from must be a model id or a weights path, got {self.init_from!r}")
+        if not isinstance(self.model_config, dict):
+            raise ValueError(f"model_config must be a JSON object, got {self.model_config!r}")
+        VPSchedule(self.num_train_timesteps, self.beta_start, self.beta_end)
+        if not isinstance(self.bf16, bool):
+            raise ValueError(f"bf16 must be true or false, got {self.bf16!r}")
+        data = self.data
+        if not (data == "brain" or (isinstance(data, list) and data and all(isinstance(d, str) for d in data))):
+            raise ValueError(f"data must be \"brain\" or a list of DICOM series / NIfTI paths, got {data!r}")
+
+    @property
+    def schedule(self) -> VPSchedule:
+        return VPSchedule(self.num_train_timesteps, self.beta_start, self.beta_end)
+
+
+def training_volumes(data: str | list[str]) -> list[Path]:
+    """The DICOM CT series (directories or files) and NIfTI volumes under the given paths."""
+    found: list[Path] = []
+    for entry in [data] if isinstance(data, str) else data:
+        path = Path(entry)
+        if not path.exists():
+            raise InputError(path, "no such file or directory (give DICOM CT series or NIfTI volumes)")
+        if path.is_dir():
+            niftis = sorted(p for p in path.rglob("*") if p.name.endswith((".nii", ".nii.gz")))
+            series = sorted({p.parent for p in path.rglob("*.dcm")})
+            if not niftis and not series:
+                raise InputError(path, "no NIfTI volumes (.nii, .nii.gz) or DICOM files (.dcm) found")
+            found += niftis + series
+        else:
+            found.append(path)
+    return found
+
+
+def _sources(cfg: CTPriorConfig, device: torch.device):
+    from pipelines.simulate.prior_slices import (
+        TUNING_SLAB_Z_MM,
+        PriorSlices,
+        brain_source,
+        fixed_slices,
+        slab_heights,
+        user_sources,
+    )
+
+    if cfg.data == "brain":
+        sampler = PriorSlices([brain_source(device)], cfg.size, cfg.pixel_mm)
+        val_src = brain_source(device, randomise_tissue=False)
+        heights = slab_heights(TUNING_SLAB_Z_MM)
+        heights = heights[np.linspace(0, len(heights) - 1, cfg.val_slices).round().astype(int)]
+    else:
+        sources = user_sources(training_volumes(cfg.data), device)
+        sampler = PriorSlices(sources, cfg.size, cfg.pixel_mm)
+        val_src = sources[0]
+        lo, hi = val_src.z_ranges_mm[0]
+        heights = np.linspace(lo, hi, cfg.val_slices)
+    return sampler, fixed_slices(val_src, heights, cfg.size, cfg.pixel_mm)
+
+
+def validation_loss(model: torch.nn.Module, schedule: VPSchedule, x0: torch.Tensor, seed: int = 1234) -> float:
+    """Mean ``|| eps_theta - eps ||^2`` over ``x0`` at each of ``VAL_TIMESTEPS`` (fixed noise)."""
+    g = torch.Generator(x0.device).manual_seed(seed)
+    losses = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for t in VAL_TIMESTEPS:
+            eps = torch.randn(x0.shape, generator=g, device=x0.device)
+            tt = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
+            losses.append(float(torch.mean((model(schedule.add_noise(x0, eps, tt), tt) - eps) ** 2)))
+    model.train(was_training)
+    return float(np.mean(losses))
+
+
+def lr_at(step: int, cfg: CTPriorConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth of ``lr`` at ``steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span))))
+
+
+def _save(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a kill during the save never leaves a broken checkpoint
+
+
+def train_prior(cfg: CTPriorConfig, out_dir: str | Path, resume: bool = False,
+                progress: Callable[[int, int, float], None] | None = None) -> Path:
+    """Train the prior and write ``model.pt`` (EMA weights), ``config.json``, ``log.csv`` and ``val.jsonl``."""
+    cfg.check()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    schedule = cfg.schedule
+    sampler, val_x0 = _sources(cfg, device)
+    model = build_prior_unet(cfg.model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    start, ckpt_path = 0, out / CHECKPOINT
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt["config"]["model_config"] != cfg.model_config or ckpt["config"]["size"] != cfg.size:
+            raise ValueError(f"{ckpt_path}: checkpoint is for another model configuration")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        average.load_state_dict(ckpt["average"])
+        start = int(ckpt["step"])
+    elif cfg.init_from:
+        state = initial_state(cfg.init_from)
+        model.load_state_dict(state)
+        average.module.load_state_dict(state)
+    parameters = sum(p.numel() for p in model.parameters())
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "parameters": parameters,
+                                                 "network": {**DEFAULT_PRIOR_CONFIG, **cfg.model_config}},
+                                                indent=2))
+    log_path = out / "log.csv"
+    new_log = not (resume and log_path.exists())
+    elapsed = 0.0 if new_log else _truncate_log(log_path, start)
+    if new_log:
+        (out / "val.jsonl").write_text(json.dumps({"step": 0, "val_loss": validation_loss(model, schedule, val_x0)})
+                                       + "\n")
+    alphas = schedule.alphas_cumprod.to(device)
+    t_run = time.perf_counter()
+    step = start
+    with open(log_path, "w" if new_log else "a", newline="") as log_file:
+        log = csv.writer(log_file)
+        if new_log:
+            log.writerow(["step", "loss", "lr", "seconds"])
+        model.train()
+        t0 = time.perf_counter() - elapsed
+        while step < cfg.steps:
+            g = torch.Generator(device).manual_seed(int(np.random.SeedSequence([cfg.seed, step]).generate_state(1)[0]))
+            with torch.no_grad():
+                x0 = sampler.batch(cfg.batch_size, g)
+                t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g, device=device)
+                eps = torch.randn(x0.shape, generator=g, device=device)
+                ab = alphas[t].float().reshape(-1, 1, 1, 1)
+                xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                pred = model(xt, t)
+            loss = torch.mean((pred.float() - eps) ** 2)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value) or loss_value > DIVERGED_LOSS:
+                from pipelines.train import TrainingDiverged
+
+                raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is {loss_value:g} (it starts "
+                                       f"near 1); lower the learning rate (lr is {cfg.lr:g}); the checkpoint in "
+                                       f"{ckpt_path} is kept" if ckpt_path.exists() else "no checkpoint was written")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            average.update_parameters(model)
+            step += 1
+            log.writerow([step, f"{loss_value:.6f}", f"{lr_at(step - 1, cfg):.3e}", f"{time.perf_counter() - t0:.1f}"])
+            out_of_time = cfg.time_limit_s is not None and time.perf_counter() - t_run > cfg.time_limit_s
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+                log_file.flush()
+                _save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                  "config": asdict(cfg), "average": average.state_dict()})
+            if step % cfg.val_every == 0 or step == cfg.steps or out_of_time:
+                with open(out / "val.jsonl", "a") as f:
+                    f.write(json.dumps({"step": step, "val_loss": validation_loss(average.module, schedule, val_x0)})
+                            + "\n")
+            if progress:
+                progress(step, cfg.steps, loss_value)
+            if out_of_time:
+                break
+    torch.save({k: v.detach().cpu() for k, v in average.module.state_dict().items()}, out / WEIGHTS)
+    return out / WEIGHTS
+
+
+def initial_state(source: str) -> dict[str, torch.Tensor]:
+    """Weights to start from: a shipped prior's id or a ``model.pt`` file."""
+    from pipelines.zoo import ZOO_DIR
+
+    card = ZOO_DIR / source / "card.json"
+    path = ZOO_DIR / source / json.loads(card.read_text())["weights"] if card.is_file() else Path(source)
+    if not path.is_file():
+        raise InputError(source, "not a shipped model id or a weights file (model.pt)")
+    return {k: v.float() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
+
+
+def _truncate_log(log_path: Path, step: int) -> float:
+    """Drop log rows after the checkpoint's ``step``; returns the training seconds logged at that step."""
+    with open(log_path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], [r for r in rows[1:] if r and int(r[0]) <= step]
+    with open(log_path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *body])
+    return float(body[-1][3]) if body else 0.0
+
+
+def load_prior(weights: str | Path, model_config: dict[str, Any] | None = None) -> torch.nn.Module:
+    """The prior network with ``weights`` (a ``model.pt`` state dict) loaded, in eval mode on the CPU."""
+    model = build_prior_unet(model_config)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
