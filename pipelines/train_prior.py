@@ -158,6 +158,16 @@ def validation_loss(model: torch.nn.Module, schedule: VPSchedule, x0: torch.Tens
     return float(np.mean(losses))
 
 
+def machine_note(device: torch.device) -> str:
+    """Where the run trained, for the model card."""
+    import os
+    import platform
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (one GPU), torch {torch.__version__}"
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
 def lr_at(step: int, cfg: CTPriorConfig) -> float:
     """Linear warm-up, then cosine decay to a tenth of ``lr`` at ``steps``."""
     if step < cfg.warmup_steps:
@@ -204,8 +214,8 @@ def train_prior(cfg: CTPriorConfig, out_dir: str | Path, resume: bool = False,
         average.module.load_state_dict(state)
     parameters = sum(p.numel() for p in model.parameters())
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "parameters": parameters,
-                                                 "network": {**DEFAULT_PRIOR_CONFIG, **cfg.model_config}},
-                                                indent=2))
+                                                 "network": {**DEFAULT_PRIOR_CONFIG, **cfg.model_config},
+                                                 "machine": machine_note(device)}, indent=2))
     log_path = out / "log.csv"
     new_log = not (resume and log_path.exists())
     elapsed = 0.0 if new_log else _truncate_log(log_path, start)

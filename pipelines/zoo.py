@@ -55,10 +55,22 @@ def load_card(model_id: str, zoo: Path = ZOO_DIR) -> dict[str, Any]:
     return card
 
 
-def load_model(model_id: str, zoo: Path = ZOO_DIR) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Build the network from its card and load the verified weights (eval mode)."""
+PRIOR_KINDS = ("ct-prior",)  # diffusion priors (models.diffusion); every other kind is an unrolled network
+
+
+def build_network(kind: str, config: dict[str, Any]) -> torch.nn.Module:
+    """The untrained network of a card's ``kind`` and ``config``."""
+    if kind in PRIOR_KINDS:
+        from models.diffusion.network import build_prior_unet
+
+        return build_prior_unet(config)
     from models.unrolled import build_model
 
+    return build_model(kind, config)
+
+
+def load_model(model_id: str, zoo: Path = ZOO_DIR) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the network from its card and load the verified weights (eval mode)."""
     card = load_card(model_id, zoo)
     weights = model_dir(model_id, zoo) / card["weights"]
     if not weights.exists():
@@ -67,7 +79,7 @@ def load_model(model_id: str, zoo: Path = ZOO_DIR) -> tuple[torch.nn.Module, dic
     if digest != card["sha256"]:
         raise ModelError(f"{weights}: checksum mismatch (card {card['sha256'][:12]}..., file {digest[:12]}...); "
                          "the weights are corrupt or not the ones the card describes")
-    model = build_model(card["kind"], card["config"])
+    model = build_network(card["kind"], card["config"])
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
@@ -83,15 +95,13 @@ def load_model(model_id: str, zoo: Path = ZOO_DIR) -> tuple[torch.nn.Module, dic
 def write_card(model_id: str, kind: str, config: dict[str, Any], weights: Path, extra: dict[str, Any],
                zoo: Path = ZOO_DIR) -> Path:
     """Copy ``weights`` into the zoo and write the card with its checksum."""
-    from models.unrolled import build_model, count_parameters
-
     target_dir = model_dir(model_id, zoo)
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / "model.pt"
     if weights.resolve() != target.resolve():
         target.write_bytes(weights.read_bytes())
     card = {"id": model_id, "kind": kind, "config": config, "weights": target.name, "sha256": sha256_of(target),
-            "parameters": count_parameters(build_model(kind, config)), **extra}
+            "parameters": sum(p.numel() for p in build_network(kind, config).parameters()), **extra}
     return save_card(card, zoo)
 
 

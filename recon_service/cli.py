@@ -331,6 +331,13 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 
 def cmd_zoo_ship(args: argparse.Namespace) -> int:
     from pipelines.ship import DEFAULT_DATA_NOTE, ship_run
+    from pipelines.ship_prior import is_prior_run, ship_prior_run
+
+    if is_prior_run(Path(args.run)):
+        card = ship_prior_run(Path(args.run), args.id, progress=lambda msg: print(msg, file=sys.stderr),
+                              data_note=args.data_note)
+        print(f"card: {card}")
+        return 0
 
     card = ship_run(Path(args.run), args.id, Path(args.eval_data), progress=lambda msg: print(msg, file=sys.stderr),
                     data_note=args.data_note or DEFAULT_DATA_NOTE, ffts=args.fft)
