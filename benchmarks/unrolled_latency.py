@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cases = []
-    for model_id in default_models().values():
+    for model_id in default_models("mri").values():
         model, card = load_model(model_id)  # the shipped weights, checksum verified
         cases.append((f"{model_id} (shipped)", model, f"shipped, sha256 {card['sha256'][:12]}", 8, (128, 128)))
     if not args.skip_paper:

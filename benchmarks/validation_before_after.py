@@ -56,7 +56,7 @@ def compare(model_id: str, rev: str, val: str, max_files: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", required=True, help="git revision of the earlier weights")
-    parser.add_argument("--ids", default=",".join(default_models().values()))
+    parser.add_argument("--ids", default=",".join(default_models("mri").values()))
     parser.add_argument("--val", default="data/brain-bench/val")
     parser.add_argument("--max-files", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)

@@ -233,14 +233,14 @@ def get(modality: str, name: str) -> Method:
         raise ValueError(f"unknown {modality.upper()} method {name!r}; available: {names}") from None
 
 
-def learned_models() -> dict[str, LearnedModel]:
-    """``{method name: its learned model}`` for every method that runs a network from the model zoo."""
-    return {m.name: m.learned for m in available() if m.learned is not None}
+def learned_models(modality: str | None = None) -> dict[str, LearnedModel]:
+    """``{method name: its learned model}`` for every method (of ``modality``) that runs a network from the zoo."""
+    return {m.name: m.learned for m in available(modality) if m.learned is not None}
 
 
-def default_models() -> dict[str, str]:
-    """``{method name: zoo id it uses by default}`` for every learned method."""
-    return {name: model.default_model for name, model in learned_models().items()}
+def default_models(modality: str | None = None) -> dict[str, str]:
+    """``{method name: zoo id it uses by default}`` for every learned method (of ``modality``)."""
+    return {name: model.default_model for name, model in learned_models(modality).items()}
 
 
 def learned_model(kind: str) -> LearnedModel:

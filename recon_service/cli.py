@@ -160,8 +160,9 @@ def format_chosen(chosen: dict[str, Any]) -> str:
     """One line for the weights a method chose from the data, e.g. ``lam=0.0042 (noise sigma 1.2e-05 from ...)``."""
     weights = ", ".join(f"{k}={v:.4g}" for k, v in chosen.items() if isinstance(v, float) and k.startswith("lam"))
     noise = chosen.get("noise") or {}
-    detail = f" (noise sigma {noise['sigma']:.3g} from {noise['source']}" if "sigma" in noise else " ("
-    return f"{weights}{detail}; {chosen.get('rule', '')})"
+    if "sigma" in noise:
+        return f"{weights} (noise sigma {noise['sigma']:.3g} from {noise['source']}; {chosen.get('rule', '')})"
+    return f"{weights} ({chosen.get('rule', '')})"
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -489,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--detector", default="flat", choices=["flat", "equiangular"], help="fan-beam detector shape")
     ct.add_argument("--noise", type=float, default=None, help="incident photon count I0 (default: noiseless)")
     ct.add_argument("--source", default="shepp-logan",
-                    help="shepp-logan, ellipsoids, brain, or a DICOM CT directory / NIfTI file")
+                    help="shepp-logan, ellipsoids, brain, brain-test, brain-tuning (the CT prior's held-out and "
+                         "tuning slabs: 64 slices 1 mm apart, give --slices 64), or a DICOM CT directory / NIfTI file")
     ct.add_argument("--size", type=int, default=128)
     ct.add_argument("--slices", type=int, default=16)
     ct.add_argument("--seed", type=int, default=0)

@@ -66,9 +66,13 @@ def test_reconstruct_checks_before_running(method, single_thread):
 
 
 def test_learned_methods_declare_their_zoo_model_and_training_architecture():
-    assert default_models() == {"recurrentvarnet": "recurrentvarnet-brain-sim", "rim": "rim-brain-sim"}
+    assert default_models() == {"recurrentvarnet": "recurrentvarnet-brain-sim", "rim": "rim-brain-sim",
+                                "dds": "ct-prior-brain-sim"}
+    assert default_models("mri") == {"recurrentvarnet": "recurrentvarnet-brain-sim", "rim": "rim-brain-sim"}
+    assert default_models("ct") == {"dds": "ct-prior-brain-sim"}
     assert learned_model("rim").train_config["hidden_channels"] == 48
-    with pytest.raises(ValueError, match="unknown model kind 'unet'; trainable kinds: recurrentvarnet, rim"):
+    assert learned_model("ct-prior").train_config["channels"] == [32, 64, 128, 128]
+    with pytest.raises(ValueError, match="unknown model kind 'unet'; trainable kinds: ct-prior, recurrentvarnet, rim"):
         learned_model("unet")
 
 

@@ -86,14 +86,15 @@ def dds_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Linea
                admm_iters_per_step: int = 1, gamma: float | None = None, batch_dims: int = 0, max_batch: int = 8,
                generator: torch.Generator | None = None, progress: Progress | None = None,
                x_init: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
-               trace: list[StepInfo] | None = None) -> torch.Tensor:
+               trace: list[StepInfo] | None = None, last_consistency: bool = True) -> torch.Tensor:
     """Reconstruct a volume of ``shape`` (e.g. ``(Z, H, W)``) from ``y = A x + noise`` (module docstring).
 
     ``steps`` in [1, T]; ``cg_iters`` in [1, 1000]; ``lam >= 0`` (TV weight along ``tv_axis``, absolute);
     ``rho > 0`` (ADMM penalty, absolute); ``eta`` in [0, 1] or ``"ancestral"`` (None: 0.85 for ``"dds"``,
     ``"ancestral"`` for ``"mbir"``); ``admm_iters_per_step`` in [1, 100]; ``gamma > 0`` or None;
     ``batch_dims``: leading axes of ``shape`` that index independent problems (``A`` acts on each alone);
-    ``max_batch``: slices per denoiser call. Runs on ``y``'s device; returns the volume (dtype ``dtype``).
+    ``max_batch``: slices per denoiser call; ``last_consistency=False``: return the last Tweedie estimate
+    (``diffusion_sample``). Runs on ``y``'s device; returns the volume (dtype ``dtype``).
     """
     shape = check_shape(shape)
     if mode not in ("dds", "mbir"):
@@ -116,7 +117,8 @@ def dds_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Linea
                                admm_iters=admm_iters_per_step, batch_dims=batch_dims)
     return diffusion_sample(denoiser, schedule, shape, steps=steps, eta=eta, consistency=dc,
                             where="x0", max_batch=max_batch, generator=generator,
-                            progress=progress, x_init=x_init, dtype=dtype, device=y.device, trace=trace)
+                            progress=progress, x_init=x_init, dtype=dtype, device=y.device, trace=trace,
+                            last_consistency=last_consistency)
 
 
 def dds_posterior(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: LinearOperator,  # noqa: N803

@@ -4,7 +4,7 @@ A denoiser is any callable ``eps_hat = denoiser(x_t, t)`` with ``x_t`` a float32
 noisy slices at the integer timestep ``t`` (one for the whole batch) and ``eps_hat`` the predicted noise of the
 same shape, so that Tweedie's formula gives the posterior mean of the clean slices,
 ``E[x_0 | x_t] = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)``. It may be a torch module
-(``TorchDenoiser``), an ONNX Runtime session wrapped likewise, or a closed-form denoiser
+(``TorchDenoiser``), an ONNX Runtime session (``OnnxDenoiser``), or a closed-form denoiser
 (``models.diffusion.gaussian``).
 
 ``SliceBatched`` turns it into a volume denoiser: a volume ``(..., H, W)`` (e.g. ``(Z, H, W)``) is cut into its
@@ -15,8 +15,11 @@ autograd, and are put back in place.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 
 
@@ -82,3 +85,23 @@ class SliceBatched:
 def as_volume_denoiser(denoiser: Denoiser | SliceBatched, max_batch: int = 8) -> SliceBatched:
     """``denoiser`` itself if it is already a ``SliceBatched``, else ``SliceBatched(denoiser, max_batch)``."""
     return denoiser if isinstance(denoiser, SliceBatched) else SliceBatched(denoiser, max_batch)
+
+
+class OnnxDenoiser:
+    """An exported prior (inputs ``x`` ``(N, 1, H, W)`` float32 and ``timesteps`` ``(N,)`` int64, output ``eps``)
+    run by ONNX Runtime as a ``Denoiser``: the serving path (no gradient through the network is needed).
+    ``provider`` is the execution provider the session really uses."""
+
+    def __init__(self, path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 threads: int | None = None):
+        from models.engine.session import create_session
+
+        self.session, self.provider = create_session(path, providers, threads=threads)
+
+    def __call__(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        if x_t.ndim != 4 or x_t.shape[1] != 1:
+            raise ValueError(f"x_t must be (N, 1, H, W), got shape {tuple(x_t.shape)}")
+        x = x_t.detach().to("cpu", torch.float32).numpy()
+        steps = np.full((x.shape[0],), int(t), dtype=np.int64)
+        eps = self.session.run(None, {"x": x, "timesteps": steps})[0]
+        return torch.from_numpy(eps).to(device=x_t.device, dtype=x_t.dtype)

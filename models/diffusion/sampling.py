@@ -70,8 +70,13 @@ def diffusion_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, sh
                      where: Literal["x0", "xt"] = "x0", max_batch: int = 8,
                      generator: torch.Generator | None = None, progress: Progress | None = None,
                      x_init: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
-                     device: torch.device | str = "cpu", trace: list[StepInfo] | None = None) -> torch.Tensor:
+                     device: torch.device | str = "cpu", trace: list[StepInfo] | None = None,
+                     last_consistency: bool = True) -> torch.Tensor:
     """Run the loop of the module docstring on a volume of ``shape`` and return the final ``x0_tilde``.
+
+    ``last_consistency=False`` returns the last step's Tweedie estimate instead (the network's clean image
+    after every earlier data-consistency step), without the final data fit, which carries the measurement's
+    noise and undersampling streaks back into the image.
 
     ``denoiser``: a 2D ``Denoiser`` (wrapped in ``SliceBatched(denoiser, max_batch)``) or a volume denoiser
     already wrapped; ``consistency``: the data-consistency step (None: unconditional sampling), applied to the
@@ -105,7 +110,7 @@ def diffusion_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, sh
             eps = volume_denoiser(x, t)
             x0 = tweedie(x, eps, abar_t)
             change = 0.0
-            if consistency is not None and where == "x0":
+            if consistency is not None and where == "x0" and (last_consistency or k + 1 < len(times)):
                 x0_dc = consistency(x0)
                 change = _change(x0, x0_dc) if trace is not None else 0.0
                 x0 = x0_dc

@@ -17,6 +17,8 @@ Sources:
   (1000 HU), 4 mm scalp (40 HU), air. FOV 256 mm centred on the MNI origin; 3 axial slabs of ``slices``
   contiguous slices centred at z = -10, +15 and +40 mm MNI.
   Shepp-Logan slabs are centred at normalised z = -0.25 (its small features), ellipsoids at 0.
+- ``brain-test`` / ``brain-tuning``: the CT diffusion prior's held-out test slab (MNI z 10..73 mm) and its tuning
+  slab (z -63..0 mm), 64 axial slices 1 mm apart (the central ``slices`` of them), 1 volume each.
 - a path: a DICOM CT series (directory or file) or a NIfTI CT volume in HU; in-plane resampled to ``size`` over
   the larger in-plane extent, the central ``slices`` slices (1 volume).
 
@@ -56,6 +58,8 @@ PHANTOM_FOV_MM = 256.0
 BRAIN_FOV_MM = 256.0
 BRAIN_SLAB_CENTRES_MM = (-10.0, 15.0, 40.0)
 NUM_ELLIPSOID_VOLUMES = 3
+# the CT prior's held-out test slab and its tuning slab (pipelines.simulate.prior_slices): 64 slices 1 mm apart
+PRIOR_SLABS = {"brain-test": (10.0, 73.0), "brain-tuning": (-63.0, 0.0)}
 
 Progress = Callable[[int, int], None]
 
@@ -170,13 +174,16 @@ def _resample(hu: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, sh
     return out.reshape(shape).astype(np.float32)
 
 
-def brain_volume(size: int, slices: int, z_centre_mm: float, upsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def brain_volume(size: int, slices: int, z_centre_mm: float, upsample: int = 1,
+                 slice_mm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pseudo-CT brain slab in HU ``(slices, size * upsample, size * upsample)`` and the affine of the
-    ``(slices, size, size)`` grid (pixel size = slice spacing = BRAIN_FOV_MM / size)."""
+    ``(slices, size, size)`` grid (pixel size BRAIN_FOV_MM / size; slice spacing ``slice_mm``, default the pixel
+    size)."""
     hu, src_affine = brain_pseudo_ct()
     ps = BRAIN_FOV_MM / size
-    affine = np.diag([ps, ps, ps, 1.0])
-    affine[:3, 3] = [-(size - 1) / 2 * ps, -(size - 1) / 2 * ps, z_centre_mm - (slices - 1) / 2 * ps]
+    dz = ps if slice_mm is None else float(slice_mm)
+    affine = np.diag([ps, ps, dz, 1.0])
+    affine[:3, 3] = [-(size - 1) / 2 * ps, -(size - 1) / 2 * ps, z_centre_mm - (slices - 1) / 2 * dz]
     fine = affine.copy()
     if upsample > 1:  # in-plane sub-grid with the same field of view
         fine[0, 0] = fine[1, 1] = ps / upsample
@@ -298,6 +305,9 @@ def simulate_ct_dataset(out_dir: Path, views: int, arc_deg: float | None = None,
     elif source == "brain":
         pixel_size = BRAIN_FOV_MM / size
         jobs = [("brain", k) for k in range(len(BRAIN_SLAB_CENTRES_MM))]
+    elif source in PRIOR_SLABS:
+        pixel_size = BRAIN_FOV_MM / size
+        jobs = [(source, 0)]
     else:
         user = load_user_volume(Path(source))
         jobs = [("user", 0)]
@@ -323,6 +333,13 @@ def simulate_ct_dataset(out_dir: Path, views: int, arc_deg: float | None = None,
                 hu_fine, affine = brain_volume(size, slices, BRAIN_SLAB_CENTRES_MM[key], upsample)
                 attrs["slab_centre_mm"] = BRAIN_SLAB_CENTRES_MM[key]
                 name = f"brain-{key + 1:02d}"
+            elif kind in PRIOR_SLABS:
+                lo, hi = PRIOR_SLABS[kind]
+                n = min(slices, int(round(hi - lo)) + 1)  # the central ``slices`` of the 1 mm slab
+                centre = (lo + hi) / 2
+                hu_fine, affine = brain_volume(size, n, centre, upsample, slice_mm=1.0)
+                attrs["slab_centre_mm"], attrs["slice_mm"] = centre, 1.0
+                name = kind
             else:
                 hu_fine, affine = user_volume(user, size, slices, upsample)
                 name = Path(source).name.split(".")[0] or "volume"

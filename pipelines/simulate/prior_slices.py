@@ -26,9 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipelines.simulate.ct import PRIOR_SLABS  # noqa: E402 - one place for the slabs
+
 TRAIN_Z_MM = ((-72.0, 0.0), (83.0, 95.0))
-TEST_SLAB_Z_MM = (10.0, 73.0)
-TUNING_SLAB_Z_MM = (-63.0, 0.0)
+TEST_SLAB_Z_MM = PRIOR_SLABS["brain-test"]
+TUNING_SLAB_Z_MM = PRIOR_SLABS["brain-tuning"]
 HU_SCALE = 1000.0  # prior units = HU / HU_SCALE
 
 

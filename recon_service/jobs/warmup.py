@@ -34,27 +34,50 @@ def tiny_acquisition(size: int = 32, coils: int = 2):
     return MRIAcquisition(kspace=(kspace * mask).astype(np.complex64), mask=mask, num_low_frequencies=8)
 
 
+def tiny_ct_acquisition(size: int = 16, views: int = 4, slices: int = 2):
+    """A sinogram of a uniform disc, parallel beam (``size`` a multiple of the priors' size multiple)."""
+    import torch
+
+    from models.physics.ct.geometry import parallel_beam
+    from models.physics.ct.projector import CTProjector
+    from pipelines.data import CTAcquisition
+
+    geom = parallel_beam(size, views, pixel_size=2.0)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    disc = ((xx ** 2 + yy ** 2) <= (size / 3) ** 2).astype(np.float32) * 0.02
+    sino = CTProjector(geom).forward(torch.from_numpy(np.stack([disc] * slices))).numpy()
+    return CTAcquisition(sinogram=sino.astype(np.float32), angles=geom.angles_array(), geometry=geom.to_dict())
+
+
 def warm_up(settings: Settings) -> dict[str, str]:
-    """Load every default model (``pipelines.reconstructors.default_models``) and run it once on a tiny input.
+    """Load every default model (``pipelines.reconstructors.default_models``) and run it once on a tiny input
+    of its modality (the CT priors for 2 diffusion steps).
 
     Returns ``{model_id: engine provider}`` (e.g. ``"onnxruntime:CPUExecutionProvider"``); raises
     :class:`WarmUpError` naming the model that failed. Callable from the API process and from workers; the
     caches it fills are per process. Whether to call it at all is ``settings.warmup``, the caller's choice.
     """
-    from pipelines.pipeline import reconstruct
     from pipelines.reconstructors import default_models
 
-    acq = tiny_acquisition()
+    inputs = {"mri": (tiny_acquisition(), {}), "ct": (tiny_ct_acquisition(), {"steps": 2})}
     providers: dict[str, str] = {}
-    for method, model_id in default_models().items():
-        start = time.perf_counter()
-        try:
-            info = get_pipeline(pipeline_name("mri", method))
-            volume = reconstruct(acq, method, service_params(settings, info, {"model_id": model_id})).volume
-        except Exception as err:
-            raise WarmUpError(f"model {model_id!r} ({method}) failed to load or run: {err}") from err
-        if not np.all(np.isfinite(volume.data)):
-            raise WarmUpError(f"model {model_id!r} ({method}) gave non-finite output on the warm-up input")
-        providers[model_id] = str(volume.attrs.get("engine"))
-        LOG.info("warmed up %s on %s in %.2f s", model_id, providers[model_id], time.perf_counter() - start)
+    for modality, (acq, extra) in inputs.items():
+        for method, model_id in default_models(modality).items():
+            providers[model_id] = _warm(settings, modality, method, model_id, acq, extra)
     return providers
+
+
+def _warm(settings: Settings, modality: str, method: str, model_id: str, acq, extra: dict) -> str:
+    from pipelines.pipeline import reconstruct
+
+    start = time.perf_counter()
+    try:
+        info = get_pipeline(pipeline_name(modality, method))
+        volume = reconstruct(acq, method, service_params(settings, info, {"model_id": model_id, **extra})).volume
+    except Exception as err:
+        raise WarmUpError(f"model {model_id!r} ({method}) failed to load or run: {err}") from err
+    if not np.all(np.isfinite(volume.data)):
+        raise WarmUpError(f"model {model_id!r} ({method}) gave non-finite output on the warm-up input")
+    provider = str(volume.attrs.get("engine"))
+    LOG.info("warmed up %s on %s in %.2f s", model_id, provider, time.perf_counter() - start)
+    return provider
