@@ -88,3 +88,37 @@ def test_cli_reconstructs_with_progress(test_slab, tmp_path):
     assert "3/3" in res.stderr
     assert "chosen: lam=4e-05" in res.stdout
     assert any(p.name.endswith(".nii.gz") for p in tmp_path.iterdir())
+
+
+def test_service_runs_ct_dds_on_the_onnx_engine_with_progress_and_dicom(tmp_path, test_slab):
+    import io
+    import zipfile
+
+    import pydicom
+    from job_inputs import submit
+
+    from recon_service.context import ServiceContext
+    from recon_service.jobs.runner import run_job
+    from recon_service.settings import Settings
+
+    context = ServiceContext.create(Settings(data_dir=tmp_path / "data", providers="CPUExecutionProvider",
+                                             warmup=False))
+    try:
+        job = submit(context.store, context.settings.data_dir, "ct-dds", [(test_slab, "slab.h5", "sinogram")],
+                     params={"steps": 4})
+        seen = []
+        result = run_job(context, job, lambda fraction, step: seen.append((fraction, step)))
+    finally:
+        context.engine.dispose()
+    steps = [s for _, s in seen]
+    assert any("4/4" in s for s in steps), steps
+    prov = result["provenance"]
+    assert prov["pipeline"] == "ct-dds" and prov["model_id"] == "ct-prior-brain-sim"
+    assert prov["engine_provider"] == "onnxruntime:CPUExecutionProvider"
+    assert prov["chosen_parameters"]["lam"] == pytest.approx(4e-5)
+    with zipfile.ZipFile(context.settings.data_dir / result["files"]["dicom"]) as series:
+        names = series.namelist()
+        first = pydicom.dcmread(io.BytesIO(series.read(names[0])))
+    assert len(names) == 4 and first.Modality == "CT"
+    assert any(v.startswith("ct-prior-brain-sim sha256:") for v in first.SoftwareVersions)
+    assert "method dds, pipeline ct-dds" in first.DerivationDescription and "lam=4e-05" in first.DerivationDescription
