@@ -74,6 +74,7 @@ class ImageVolume:
     data: np.ndarray                        # (z, y, x); complex64 or float32
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     attrs: dict[str, Any] = field(default_factory=dict)
+    uncertainty: np.ndarray | None = None   # (z, y, x) float32: the std over a sampler's draws, data's units
 
     def magnitude(self) -> np.ndarray:
         return np.abs(self.data).astype(np.float32)

@@ -122,3 +122,44 @@ def test_service_runs_ct_dds_on_the_onnx_engine_with_progress_and_dicom(tmp_path
     assert len(names) == 4 and first.Modality == "CT"
     assert any(v.startswith("ct-prior-brain-sim sha256:") for v in first.SoftwareVersions)
     assert "method dds, pipeline ct-dds" in first.DerivationDescription and "lam=4e-05" in first.DerivationDescription
+
+
+def test_several_draws_give_their_mean_and_an_uncertainty_map(test_slab, tmp_path):
+    acq = read_sinogram(test_slab)
+    volume = reconstruct(acq, "dds", {"steps": 3, "samples": 3}).volume
+    single = reconstruct(acq, "dds", {"steps": 3}).volume
+    assert volume.uncertainty is not None and single.uncertainty is None
+    assert volume.uncertainty.shape == volume.data.shape and volume.uncertainty.min() >= 0
+    assert volume.uncertainty.max() > 1e-4  # draws differ (1/mm)
+    # the mean of draws is not the first draw
+    assert np.abs(volume.data - single.data).max() > 1e-4
+    res = subprocess.run([sys.executable, "-m", "recon_service.cli", "reconstruct", str(test_slab), "--method", "dds",
+                          "--param", "steps=2", "--param", "samples=2", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "brain-test_dds_uncertainty.nii.gz").is_file()
+    assert "uncertainty:" in res.stdout
+
+
+
+def test_service_serves_the_uncertainty_map_over_http(tmp_path, tmp_path_factory):
+    """A real ``recon serve`` on loopback: a ct-dds job with samples=2 lists and serves its uncertainty map; a
+    single draw has none and says why."""
+    import nibabel as nib
+
+    from recon_service.client import ApiError
+    from recon_service.local_server import LocalServer
+
+    path = simulate_ct_dataset(tmp_path / "in", views=8, source="brain-test", size=64, slices=2, noise_i0=1e5)[0]
+    env = {"RECON_WORKER_THREADS": "1", "OMP_NUM_THREADS": "1", "RECON_PROVIDERS": "CPUExecutionProvider"}
+    with LocalServer(tmp_path_factory.mktemp("service") / "data", workers=1, env=env) as srv, srv.client() as client:
+        two = client.wait(client.submit([path], "ct-dds", params={"steps": 2, "samples": 2})["id"], timeout=120)
+        one = client.wait(client.submit([path], "ct-dds", params={"steps": 2})["id"], timeout=120)
+        assert two["state"] == "succeeded" and one["state"] == "succeeded", (two, one)
+        assert "uncertainty" in two["results"] and "uncertainty" not in one["results"]
+        dest = client.download(two["id"], "uncertainty", tmp_path / "u.nii.gz")
+        std = np.asarray(nib.load(str(dest)).dataobj)
+        assert std.shape[-1] == 2 or std.shape[0] == 2  # two slices, NIfTI axis order
+        assert std.min() >= 0 and std.max() > 0
+        with pytest.raises(ApiError, match="samples > 1"):
+            client.download(one["id"], "uncertainty", tmp_path / "none.nii.gz")

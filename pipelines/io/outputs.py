@@ -25,17 +25,29 @@ def write_metrics(path: str | Path, metrics: Mapping[str, float], info: Mapping[
     return path
 
 
+def uncertainty_path(nifti: str | Path) -> Path:
+    """Where the uncertainty map of the volume written to ``nifti`` goes: ``<stem>_uncertainty.nii.gz``."""
+    nifti = Path(nifti)
+    stem = nifti.name.removesuffix(".gz").removesuffix(".nii")
+    return nifti.with_name(f"{stem}_uncertainty.nii.gz")
+
+
 def write_volume_outputs(volume: ImageVolume, nifti: str | Path, png: str | Path,
                          metrics_path: str | Path | None = None, metrics: Mapping[str, float] | None = None,
                          info: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write the magnitude of ``volume`` as NIfTI (with its affine) to ``nifti`` and as a PNG preview to ``png``;
-    with ``metrics`` (and ``metrics_path``) also the metrics JSON, ``info`` (method, source, ...) first.
+    with ``metrics`` (and ``metrics_path``) also the metrics JSON, ``info`` (method, source, ...) first; a volume
+    with an uncertainty map (the diffusion methods' std over draws) also writes it, next to ``nifti``
+    (``uncertainty_path``).
 
-    Returns ``{"nifti": path, "png": path[, "metrics": path]}`` in the order written."""
+    Returns ``{"nifti": path, "png": path[, "metrics": path][, "uncertainty": path]}`` in the order written."""
     if metrics is not None and metrics_path is None:
         raise ValueError("metrics given without a metrics_path to write them to")
     magnitude = volume.magnitude()
     written = {"nifti": write_nifti(nifti, magnitude, volume.affine), "png": write_png(png, magnitude)}
     if metrics is not None and metrics_path is not None:
         written["metrics"] = write_metrics(metrics_path, metrics, info)
+    if volume.uncertainty is not None:
+        written["uncertainty"] = write_nifti(uncertainty_path(nifti), volume.uncertainty.astype("float32"),
+                                             volume.affine)
     return written

@@ -19,7 +19,7 @@ import torch
 from pydantic import Field, field_validator
 
 from models.classical.ct import operator_norm2
-from models.diffusion.dds import dds_sample
+from models.diffusion.dds import dds_posterior, dds_sample
 from models.diffusion.network import DEFAULT_PRIOR_CONFIG, size_multiple
 from models.diffusion.schedule import VPSchedule
 from models.physics.ct.projector import CTProjector
@@ -59,6 +59,8 @@ class DDSParams(CTParams):
         "consistent", description="consistent: the last step's data-consistent image (the paper's output); "
         "denoised: the last step's network estimate, before that final data fit")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the sampler's noise")
+    samples: int = Field(1, ge=1, le=32, description="draws to run; more than 1: the volume is their mean and "
+                         "their standard deviation is written as the uncertainty map (costs samples x the time)")
     max_batch: int = Field(16, ge=1, le=1024, description="slices per network call (memory budget)")
     kind: ClassVar[str] = "ct-prior"
 
@@ -123,19 +125,27 @@ def run(acq: CTAcquisition, params: DDSParams, progress: Progress | None = None)
     limited = limited_angle(geom)
     lam = params.lam if params.lam is not None else (LIMITED_ANGLE_LAM if limited else SPARSE_VIEW_LAM)
     schedule = VPSchedule(**card.get("schedule", {}))
+    settings = dict(steps=params.steps, cg_iters=params.cg_iterations, lam=lam * norm2, rho=params.rho * norm2,
+                    eta=params.eta, mode=params.mode, max_batch=params.max_batch, progress=progress,
+                    last_consistency=params.output == "consistent")
+    std = None
     with torch.no_grad():
         ones = torch.ones((sino.shape[0], ny, nx), dtype=sino.dtype, device=sino.device)
         y = sino / mu_w - op.forward(ones)
-        x = dds_sample(denoiser, schedule, op, y, (sino.shape[0], ny, nx), steps=params.steps,
-                       cg_iters=params.cg_iterations, lam=lam * norm2, rho=params.rho * norm2, eta=params.eta,
-                       tv_axis=0, mode=params.mode, max_batch=params.max_batch,
-                       generator=torch.Generator(sino.device).manual_seed(params.seed), progress=progress,
-                       last_consistency=params.output == "consistent")
+        shape = (sino.shape[0], ny, nx)
+        if params.samples == 1:
+            x = dds_sample(denoiser, schedule, op, y, shape, tv_axis=0,
+                           generator=torch.Generator(sino.device).manual_seed(params.seed), **settings)
+        else:
+            x, std = dds_posterior(denoiser, schedule, op, y, shape, samples=params.samples, seed=params.seed,
+                                   tv_axis=0, **settings)
         mu = torch.clamp(mu_w * (1.0 + x), min=0.0)
     chosen = {"lam": lam, "limited_angle": limited, "operator_norm2": norm2, "mu_water_per_mm": mu_w,
               "rule": f"lam = {LIMITED_ANGLE_LAM:g} for an arc under {LIMITED_ARC_DEG:g} deg, else {SPARSE_VIEW_LAM:g}"}
     volume = ct_volume(acq, mu, "dds", {**params.model_dump(), "lam": lam}, chosen)
     volume.attrs.update({"model_id": model_id, "weights_sha256": card["sha256"], "engine": engine})
+    if std is not None:
+        volume.uncertainty = (mu_w * std).cpu().numpy().astype(np.float32)
     return volume
 
 

@@ -22,7 +22,8 @@ from pipelines.io.durable import fsync_path
 from pipelines.io.outputs import write_volume_outputs
 
 RESULTS_DIR = "results"
-FILES = {"nifti": "recon.nii.gz", "png": "preview.png", "metrics": "metrics.json", "dicom": "series.zip"}
+FILES = {"nifti": "recon.nii.gz", "png": "preview.png", "metrics": "metrics.json", "dicom": "series.zip",
+         "uncertainty": "recon_uncertainty.nii.gz"}  # the name outputs.uncertainty_path gives recon.nii.gz
 DICOM_DIR = "dicom"
 DICOM_MODALITY = {"mri": "MR", "ct": "CT"}
 

@@ -25,7 +25,8 @@ Reader = Annotated[Principal, Depends(require_scope("jobs:read"))]
 Context = Annotated[ServiceContext, Depends(context_of)]
 
 MEDIA_TYPES = {"dicom": ("application/zip", "zip"), "nifti": ("application/gzip", "nii.gz"),
-               "png": ("image/png", "png"), "metrics": ("application/json", "json")}
+               "png": ("image/png", "png"), "metrics": ("application/json", "json"),
+               "uncertainty": ("application/gzip", "nii.gz")}
 
 _SUBMIT_BODY = {
     "required": True,
@@ -142,15 +143,18 @@ async def cancel_job(job_id: str, request: Request, principal: Submitter, contex
 )
 async def get_result(
     job_id: str, request: Request, principal: Reader, context: Context,
-    format: Annotated[Literal["dicom", "nifti", "png", "metrics"], Query(description="which result")],
+    format: Annotated[Literal["dicom", "nifti", "png", "metrics", "uncertainty"],
+                      Query(description="which result (uncertainty: the diffusion methods' std map, when asked "
+                                        "for with samples > 1)")],
 ) -> FileResponse:
     job = await _job(context, job_id)
     if job.state != JobState.SUCCEEDED:
         raise HTTPException(409, f"job {job.id} has no results: it is {job.state.value}")
     relative = ((job.result or {}).get("files") or {}).get(format)
     if not isinstance(relative, str):
-        raise HTTPException(404, f"job {job.id} has no {format} result"
-                                 + (" (metrics need a reference in the input)" if format == "metrics" else ""))
+        hint = {"metrics": " (metrics need a reference in the input)",
+                "uncertainty": " (a diffusion method run with samples > 1 writes one)"}.get(format, "")
+        raise HTTPException(404, f"job {job.id} has no {format} result{hint}")
     try:
         path = result_file(context.settings.data_dir, relative)
     except StorageError as err:
