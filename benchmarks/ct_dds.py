@@ -17,6 +17,7 @@ sagittal planes that cut the head (reference max above half of water's attenuati
 noise-adaptive default (lam null); times are whole-volume wall clock. Writes ``--json``.
 
     PYTHONPATH=. python benchmarks/ct_dds.py
+    PYTHONPATH=. python benchmarks/ct_dds.py --markdown benchmarks/results/ct_dds.json   # the tables
 """
 
 from __future__ import annotations
@@ -108,7 +109,33 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def markdown(path: Path) -> str:
+    """BENCHMARKS.md tables from the results file."""
+    res = json.loads(Path(path).read_text())
+    lines = ["| case | method | axial PSNR / SSIM | coronal PSNR / SSIM | sagittal PSNR / SSIM | seconds |",
+             "|---|---|---:|---:|---:|---:|"]
+    for case in res["cases"]:
+        for label, row in case["rows"].items():
+            cells = [f"{row[o]['psnr']:.2f} / {row[o]['ssim']:.3f}" for o in ("axial", "coronal", "sagittal")]
+            name = f"**{label}**" if label.startswith("dds") else label
+            lines.append(f"| {case['case']['name']} | {name} | {' | '.join(cells)} | {row['seconds']:.0f} |")
+    lines += ["", "| DDS tuning (tuning slab) | output | rho | axial PSNR / SSIM |", "|---|---|---:|---:|"]
+    for tuned in res["dds_tuning"].values():
+        for row in tuned["grid"]:
+            mark = "**" if row == tuned["best"] else ""
+            lines.append(f"| {tuned['tuned_on']} | {mark}{row['output']}{mark} | {row['rho']:g} | "
+                         f"{row['psnr']:.2f} / {row['ssim']:.3f} |")
+    dicom = res.get("dicom_out_of_distribution")
+    if dicom:
+        lines += ["", "| real CT slice (out of distribution) | PSNR / SSIM |", "|---|---:|"]
+        lines += [f"| {label} | {row['psnr']:.2f} / {row['ssim']:.3f} |" for label, row in dicom["rows"].items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if "--markdown" in sys.argv:
+        print(markdown(Path(sys.argv[sys.argv.index("--markdown") + 1])))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--i0", type=float, default=1e5)
     ap.add_argument("--arc-views", type=int, default=60)

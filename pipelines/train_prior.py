@@ -140,7 +140,13 @@ def _sources(cfg: CTPriorConfig, device: torch.device):
         val_src = sources[0]
         lo, hi = val_src.z_ranges_mm[0]
         heights = np.linspace(lo, hi, cfg.val_slices)
-    return sampler, fixed_slices(val_src, heights, cfg.size, cfg.pixel_mm)
+    val = fixed_slices(val_src, heights, cfg.size, cfg.pixel_mm)
+    if float(val.max()) < -0.9:
+        raise InputError(cfg.data if isinstance(cfg.data, str) else cfg.data[0],
+                         f"the validation slices hold only air: the volumes do not reach into the training field of "
+                         f"view ({cfg.size} x {cfg.pixel_mm:g} mm around each volume's centre); set pixel_mm (and "
+                         f"size) to the data's scale in --config")
+    return sampler, val
 
 
 def validation_loss(model: torch.nn.Module, schedule: VPSchedule, x0: torch.Tensor, seed: int = 1234) -> float:

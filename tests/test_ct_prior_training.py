@@ -162,3 +162,37 @@ def test_cli_trains_with_progress(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "training ct-prior" in res.stderr and "2/2" in res.stderr
     assert "weights:" in res.stdout and (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_trains_on_a_dicom_ct_series(tmp_path):
+    """A real CT slice (pydicom's CT_small.dcm, 0.66 mm pixels, far from the origin): slices come from the
+    volume's own centre, and a one-slice volume is sampled (no division by its zero z extent)."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from pipelines.train_prior import _sources
+
+    series = tmp_path / "ct" / "series"
+    series.mkdir(parents=True)
+    shutil.copy(get_testdata_file("CT_small.dcm"), series / "CT_small.dcm")
+    cfg = tiny(steps=2, data=[str(tmp_path / "ct")], pixel_mm=1.5)
+    sampler, val = _sources(cfg, torch.device("cpu"))
+    batch = sampler.batch(4, torch.Generator().manual_seed(0))
+    for x in (val, batch):
+        assert float((x > -0.5).float().mean()) > 0.5  # mostly body, not air
+        assert float(x.max()) > 0.5  # bone
+    train_prior(cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_volumes_outside_the_field_of_view_are_refused(tmp_path):
+    data = tmp_path / "volumes"
+    data.mkdir()
+    air = np.full((4, 16, 16), -1000.0, np.float32)
+    nib.save(nib.Nifti1Image(air.transpose(2, 1, 0), np.diag([2.0, 2.0, 2.0, 1.0])), str(data / "air.nii.gz"))
+    from pipelines.data import InputError
+
+    with pytest.raises(InputError, match="validation slices hold only air"):
+        train_prior(tiny(steps=1, data=[str(data)]), tmp_path / "run")
+    assert not (tmp_path / "run" / "model.pt").exists()

@@ -69,6 +69,7 @@ class SourceVolume:
     affine: np.ndarray
     z_ranges_mm: tuple[tuple[float, float], ...]
     render: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+    centre_mm: tuple[float, float] = (0.0, 0.0)  # in-plane (x, y) centre of the slices (the brain: MNI origin)
 
 
 def brain_source(device: str | torch.device = "cpu", z_ranges_mm: tuple[tuple[float, float], ...] = TRAIN_Z_MM,
@@ -96,8 +97,9 @@ def user_sources(paths: list[Path], device: str | torch.device = "cpu") -> list[
         data = np.asarray(vol.data, dtype=np.float32)  # (z, y, x)
         # ImageVolume affines map (x, y, z) voxel indices to mm
         z_mm = [float((vol.affine @ np.array([0, 0, k, 1.0]))[2]) for k in (0, data.shape[0] - 1)]
+        mid = vol.affine @ np.array([(data.shape[2] - 1) / 2, (data.shape[1] - 1) / 2, 0.0, 1.0])
         sources.append(SourceVolume(torch.from_numpy(data[None]).to(device), np.asarray(vol.affine, np.float64),
-                                    ((min(z_mm), max(z_mm)),), lambda ch, g: ch[:, 0]))
+                                    ((min(z_mm), max(z_mm)),), lambda ch, g: ch[:, 0], (float(mid[0]), float(mid[1]))))
     return sources
 
 
@@ -161,7 +163,9 @@ def sample_points(source: SourceVolume, pts_mm: torch.Tensor) -> torch.Tensor:
     inv = torch.as_tensor(np.linalg.inv(source.affine), dtype=torch.float64, device=pts_mm.device)
     idx = pts_mm @ inv[:3, :3].T + inv[:3, 3]  # (x, y, z) voxel indices
     sizes = torch.tensor([ch.shape[3], ch.shape[2], ch.shape[1]], dtype=torch.float64, device=pts_mm.device)
-    norm = (2 * idx / (sizes - 1) - 1).to(ch.dtype)
+    norm = 2 * idx / (sizes - 1).clamp(min=1) - 1
+    thin = sizes == 1  # a one-slice volume: the slice holds half a voxel either side
+    norm = torch.where(thin, 2 * idx, norm).to(ch.dtype)
     n, h, w, _ = norm.shape
     out = F.grid_sample(ch[None], norm.reshape(1, n, h, w, 3), mode="bilinear", padding_mode="border",
                         align_corners=True)[0]  # (C, n, h, w)
@@ -192,6 +196,8 @@ class PriorSlices:
 
     def render(self, source: SourceVolume, z_mm: torch.Tensor, augment: Augment, g: torch.Generator) -> torch.Tensor:
         pts = slice_grid(len(z_mm), self.size, self.pixel_mm, z_mm, augment, g)
+        pts[..., 0] += source.centre_mm[0]
+        pts[..., 1] += source.centre_mm[1]
         ch, inside = sample_points(source, pts)
         hu = source.render(ch, g)
         hu = torch.where(inside > 0, hu, torch.full_like(hu, -1000.0))
