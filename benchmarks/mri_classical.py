@@ -324,8 +324,9 @@ def oracle_entry(acq: Any, lam: float) -> dict:
 
 
 # the code an l1-wavelet run goes through: a change to any of these recomputes the cached oracle entries
-ORACLE_SOURCES = ("models/classical/l1_wavelet.py", "pipelines/methods/l1_wavelet.py", "pipelines/methods/_mri.py",
-                  "models/physics/mri/sensitivity.py", "models/optim/fista.py", "models/physics/wavelet.py")
+ORACLE_SOURCES = ("models/classical/l1_wavelet.py", "models/classical/noise_rules.py",
+                  "pipelines/methods/l1_wavelet.py", "pipelines/methods/_mri.py", "models/physics/mri/sensitivity.py",
+                  "models/optim/fista.py", "models/physics/wavelet.py")
 
 
 METRICS_VERSION = "fitted+raw"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from models.classical.l1_wavelet import l1_wavelet, lipschitz_bound
+from models.classical.l1_wavelet import l1_wavelet, lipschitz_bound, sense_operator
 from models.classical.mri import cg_sense, zero_filled
 from models.optim.fista import proximal_gradient
 from models.optim.prox import soft_threshold
@@ -311,3 +311,16 @@ def test_espirit_torch_bad_inputs():
         espirit_torch(np.ones((2, 16, 16), np.complex64), num_maps=3)
     with pytest.raises(ValueError, match="kernel width"):
         espirit_torch(np.ones((2, 4, 4), np.complex64), kernel_width=6)
+
+
+def test_line_mask_normal_equals_the_2d_form_and_other_masks_keep_it():
+    maps = _crandn(2, 6, 32, 48, seed=4)
+    x = _crandn(2, 32, 48, seed=5)
+    line = (torch.rand(48, generator=torch.Generator().manual_seed(6)) < 0.3).float()
+    for mask in (line.reshape(1, 48), line.expand(32, 48).clone()):
+        op = sense_operator(maps, mask, sets=False)
+        assert type(op).__name__ == "_LineMaskSense"
+        assert torch.allclose(op.normal(x), SenseOperator(maps, mask).normal(x), atol=1e-5)
+        assert torch.allclose(op.adjoint(op.forward(x)), op.normal(x), atol=1e-5)
+    scattered = (torch.rand(32, 48, generator=torch.Generator().manual_seed(7)) < 0.3).float()
+    assert type(sense_operator(maps, scattered, sets=False)) is SenseOperator

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.classical.noise_rules import MATRIX_RANGE, R_RANGE, R_RATIO_RANGE, RULES, NoiseRule
+from models.classical.noise_rules import ITERATION_RULES, MATRIX_RANGE, R_RANGE, R_RATIO_RANGE, RULES, NoiseRule
 from models.physics.mri.fft import fft2c
 from models.physics.mri.masks import make_mask
 from models.physics.mri.noise import corner_sigma, estimate_kspace_sigma, noise_scan_sigma, readout_edge_sigma
@@ -92,7 +92,20 @@ def test_left_out_weight_is_chosen_from_the_noise_and_reported(method):
         assert report["matrix"] == 64 and 3 < report["acceleration"] < 6
     assert chosen[0]["noise_to_signal"] > 5 * chosen[1]["noise_to_signal"]  # 20 dB apart: 10x in amplitude
     given = m.run(noisy, m.check({"lam": 0.01}), None)
-    assert "chosen" not in given.attrs and given.attrs["params"]["lam"] == 0.01
+    assert "lam" not in given.attrs.get("chosen", {}) and given.attrs["params"]["lam"] == 0.01
+
+
+def test_left_out_iteration_count_of_l1_wavelet_is_chosen_from_the_noise_and_reported():
+    m = get("mri", "l1-wavelet")
+    rule = ITERATION_RULES["l1-wavelet"]
+    noisy, clean = _slab(20.0), _slab(40.0)
+    chosen = [m.run(acq, m.check({}), None).attrs["chosen"] for acq in (noisy, clean)]
+    for report in chosen:
+        assert report["max_iter"] == rule.iterations(report["noise_to_signal"], report["acceleration"])
+        assert report["max_iter"] in rule.choices and "log n" in report["iteration_rule"]
+    assert chosen[0]["max_iter"] < chosen[1]["max_iter"]  # more noise: fewer iterations (early stopping)
+    given = m.run(noisy, m.check({"max_iter": 7}), None)
+    assert "max_iter" not in given.attrs["chosen"] and given.attrs["params"]["max_iter"] == 7
 
 
 def test_noise_scan_is_preferred_to_the_estimate():
@@ -119,3 +132,7 @@ def test_shipped_rules_are_the_committed_fit():
         assert R_RATIO_RANGE[0] <= min(ratios) * 1.05 and max(ratios) <= R_RATIO_RANGE[1] * 1.05
         assert R_RANGE[0] <= min(accelerations) and max(accelerations) <= R_RANGE[1]
         assert {row["size"] for row in rows} == set(MATRIX_RANGE)
+    iteration_fit = fit["l1-wavelet"]["iteration_rule"]
+    for i in range(3):
+        assert getattr(ITERATION_RULES["l1-wavelet"], f"d{i}") == pytest.approx(iteration_fit[f"d{i}"], abs=1e-4), i
+    assert list(ITERATION_RULES["l1-wavelet"].choices) == iteration_fit["choices"]
