@@ -276,15 +276,15 @@ def _checkpoint_step(path: Path) -> int | str:
         return "?"
 
 
-def _truncate_log(log_path: Path, step: int) -> float:
+def truncate_log(log_path: Path, step: int) -> float:
     """Drop log rows after the checkpoint's ``step`` (a killed run may have flushed some); returns the training
-    seconds logged at that step."""
+    seconds logged at that step (the ``seconds`` column; the first column is the step)."""
     with open(log_path, newline="") as f:
         rows = list(csv.reader(f))
     header, body = rows[0], [r for r in rows[1:] if r and int(r[0]) <= step]
     with open(log_path, "w", newline="") as f:
         csv.writer(f).writerows([header, *body])
-    return float(body[-1][4]) if body else 0.0
+    return float(body[-1][header.index("seconds")]) if body else 0.0
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
@@ -320,7 +320,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "parameters": count_parameters(model)}, indent=2))
     log_path = out / "log.csv"
     new_log = not (resume and log_path.exists())
-    elapsed = 0.0 if new_log else _truncate_log(log_path, start)
+    elapsed = 0.0 if new_log else truncate_log(log_path, start)
     with open(log_path, "w" if new_log else "a", newline="") as log_file:
         log = csv.writer(log_file)
         if new_log:

@@ -26,6 +26,7 @@ import torch
 from models.diffusion.network import DEFAULT_PRIOR_CONFIG, build_prior_unet, size_multiple
 from models.diffusion.schedule import VPSchedule
 from pipelines.data import InputError
+from pipelines.train import truncate_log
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
@@ -224,7 +225,7 @@ def train_prior(cfg: CTPriorConfig, out_dir: str | Path, resume: bool = False,
                                                  "machine": machine_note(device)}, indent=2))
     log_path = out / "log.csv"
     new_log = not (resume and log_path.exists())
-    elapsed = 0.0 if new_log else _truncate_log(log_path, start)
+    elapsed = 0.0 if new_log else truncate_log(log_path, start)
     if new_log:
         (out / "val.jsonl").write_text(json.dumps({"step": 0, "val_loss": validation_loss(model, schedule, val_x0)})
                                        + "\n")
@@ -291,16 +292,6 @@ def initial_state(source: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(source, "not a shipped model id or a weights file (model.pt)")
     return {k: v.float() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
-
-
-def _truncate_log(log_path: Path, step: int) -> float:
-    """Drop log rows after the checkpoint's ``step``; returns the training seconds logged at that step."""
-    with open(log_path, newline="") as f:
-        rows = list(csv.reader(f))
-    header, body = rows[0], [r for r in rows[1:] if r and int(r[0]) <= step]
-    with open(log_path, "w", newline="") as f:
-        csv.writer(f).writerows([header, *body])
-    return float(body[-1][3]) if body else 0.0
 
 
 def load_prior(weights: str | Path, model_config: dict[str, Any] | None = None) -> torch.nn.Module:
