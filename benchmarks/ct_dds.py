@@ -9,9 +9,9 @@ Tuning, on the central ``--tune-slices`` slices of the tuning slab, each setting
 (ties within 0.1 dB broken by SSIM):
 * FBP: its 5 filters, per case;
 * ADMM-TV 3D: lam = lam_z over 6 scale-free values (rho and iterations as the method's tuned settings), per case;
-* DDS (50 steps, ONNX engine): output (``consistent``/``denoised``) x rho (3 values), lam at the paper's
-  ``lam / rho`` (0.004 sparse view, 0.04 limited angle): 6 settings, tuned at 8 views for the sparse-view cases
-  and on the arc for the arc.
+* DDS (50 steps, ONNX engine): the method's defaults, which choose rho, CG iterations and eta by the acquisition
+  (``pipelines/methods/dds.py`` ``REGIMES``); those were chosen on the same tuning slab by
+  ``benchmarks/dds_gpu_tuned.py`` (results in ``benchmarks/results/dds_gpu_tuned.json``).
 Scoring on the whole test slab: PSNR and SSIM (``pipelines.metrics``) averaged over the axial, coronal and
 sagittal planes that cut the head (reference max above half of water's attenuation); ADMM-TV also at its
 noise-adaptive default (lam null); times are whole-volume wall clock. Writes ``--json``.
@@ -44,9 +44,6 @@ from pipelines.simulate.ct import simulate_ct_dataset
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 ADMM_LAMS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-DDS_RHOS = (0.003, 0.01, 0.03)
-DDS_OUTPUTS = ("consistent", "denoised")
-LAM_OVER_RHO = {"sparse": 0.004, "limited": 0.04}
 
 
 def cases(arc_views: int) -> list[dict[str, Any]]:
@@ -88,14 +85,14 @@ def best(rows: list[dict]) -> dict:
     return max((r for r in rows if r["psnr"] >= top - 0.1), key=lambda r: r["ssim"])
 
 
-def run(acq: CTAcquisition, method: str, params: dict, progress=None) -> tuple[np.ndarray, float]:
+def run(acq: CTAcquisition, method: str, params: dict, progress=None) -> tuple[np.ndarray, float, dict]:
     t0 = time.perf_counter()
     volume = reconstruct(acq, method, params, progress=progress).volume
-    return volume.data, time.perf_counter() - t0
+    return volume.data, time.perf_counter() - t0, volume.attrs.get("chosen", {})
 
 
-def dds_params(output: str, rho: float, regime: str) -> dict:
-    return {"engine": "onnx", "output": output, "rho": rho, "lam": LAM_OVER_RHO[regime] * rho}
+def slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label).strip("-")
 
 
 def cached(path: Path, compute):
@@ -121,12 +118,6 @@ def markdown(path: Path) -> str:
             cells = [f"{row[o]['psnr']:.2f} / {row[o]['ssim']:.3f}" for o in ("axial", "coronal", "sagittal")]
             name = f"**{label}**" if label.startswith("dds") else label
             lines.append(f"| {case['case']['name']} | {name} | {' | '.join(cells)} | {row['seconds']:.0f} |")
-    lines += ["", "| DDS tuning (tuning slab) | output | rho | axial PSNR / SSIM |", "|---|---|---:|---:|"]
-    for tuned in res["dds_tuning"].values():
-        for row in tuned["grid"]:
-            mark = "**" if row == tuned["best"] else ""
-            lines.append(f"| {tuned['tuned_on']} | {mark}{row['output']}{mark} | {row['rho']:g} | "
-                         f"{row['psnr']:.2f} / {row['ssim']:.3f} |")
     dicom = res.get("dicom_out_of_distribution")
     if dicom:
         lines += ["", "| real CT slice (out of distribution) | PSNR / SSIM |", "|---|---:|"]
@@ -151,26 +142,6 @@ def main() -> None:
     all_cases = cases(args.arc_views)
     chosen = all_cases if args.cases == "all" else [all_cases[int(k)] for k in args.cases.split(",")]
 
-    # DDS tuning, per regime
-    dds_best: dict[str, dict] = {}
-    for regime, case in (("sparse", all_cases[0]), ("limited", all_cases[3])):
-        if not any(c["regime"] == regime for c in chosen):
-            continue
-        acq = acquisition("brain-tuning", case, args.tune_slices, args.i0, 1, scratch)
-
-        def grid(acq=acq, regime=regime, case=case) -> list[dict]:
-            rows = []
-            for output in DDS_OUTPUTS:
-                for rho in DDS_RHOS:
-                    x, sec = run(acq, "dds", dds_params(output, rho, regime))
-                    p, s = axial(acq, x)
-                    rows.append({"output": output, "rho": rho, "psnr": p, "ssim": s, "seconds": sec})
-                    log(f"tune dds {case['name']}: {rows[-1]}")
-            return rows
-
-        rows = cached(scratch / f"tune-dds-{regime}.json", grid)
-        dds_best[regime] = {"grid": rows, "best": best(rows), "tuned_on": case["name"]}
-
     results = []
     for case in chosen:
         tune = acquisition("brain-tuning", case, args.tune_slices, args.i0, 1, scratch)
@@ -188,22 +159,24 @@ def main() -> None:
 
         tuned = cached(scratch / f"tune-classical-{case['views']}-{case['arc']}.json", tune_classical)
         fbp_best, admm_best = best(tuned["fbp"]), best(tuned["admm"])
-        dds_setting = dds_best[case["regime"]]["best"]
         test = acquisition("brain-test", case, args.test_slices, args.i0, 2, scratch)
+        rows = {}
+        for label, method, params in (
+                ("fbp (tuned filter)", "fbp", {"filter": fbp_best["filter"]}),
+                ("admm-tv (default)", "admm-tv", {}),
+                ("admm-tv (tuned lam)", "admm-tv", {"lam": admm_best["lam"], "lam_z": admm_best["lam"]}),
+                ("dds (defaults)", "dds", {"engine": "onnx"})):
 
-        def score(test=test, case=case, fbp_best=fbp_best, admm_best=admm_best, dds_setting=dds_setting) -> dict:
-            rows = {}
-            for label, method, params in (
-                    ("fbp (tuned filter)", "fbp", {"filter": fbp_best["filter"]}),
-                    ("admm-tv (default)", "admm-tv", {}),
-                    ("admm-tv (tuned lam)", "admm-tv", {"lam": admm_best["lam"], "lam_z": admm_best["lam"]}),
-                    ("dds (tuned)", "dds", dds_params(dds_setting["output"], dds_setting["rho"], case["regime"]))):
-                x, sec = run(test, method, params)
-                rows[label] = {"params": params, "seconds": round(sec, 2), **plane_scores(test.reference, x)}
-                log(f"{case['name']} {label}: {rows[label]}")
-            return rows
+            def score(test=test, method=method, params=params, label=label, case=case) -> dict:
+                x, sec, chosen = run(test, method, params)
+                row = {"params": params, "seconds": round(sec, 2), **plane_scores(test.reference, x)}
+                if method == "dds":
+                    row["chosen"] = {k: chosen[k] for k in ("regime", "rho", "lam", "cg_iterations", "eta")}
+                log(f"{case['name']} {label}: {row}")
+                return row
 
-        rows = cached(scratch / f"score-{case['views']}-{case['arc']}-{args.test_slices}.json", score)
+            key = f"score-{case['views']}-{case['arc']}-{args.test_slices}-{slug(label)}.json"
+            rows[label] = cached(scratch / key, score)
         results.append({"case": case, "tuning": {"fbp": tuned["fbp"], "admm_tv": tuned["admm"]}, "rows": rows})
 
     dicom = None
@@ -219,16 +192,15 @@ def main() -> None:
 
         def score_dicom(acq=acq, first=first) -> dict:
             rows = {}
-            for label in ("fbp (tuned filter)", "admm-tv (default)", "admm-tv (tuned lam)", "dds (tuned)"):
-                method = label.split()[0]
-                x, sec = run(acq, method, first["rows"][label]["params"])
+            for label, row in first["rows"].items():
+                x, sec, _ = run(acq, label.split()[0], row["params"])
                 p, s_ = axial(acq, x)
                 rows[label] = {"psnr": p, "ssim": s_, "seconds": round(sec, 2)}
             return rows
 
         dicom = {"data": "pydicom's CT_small.dcm (one real CT slice, 128 x 128 at 0.66 mm: another scale and "
                          "anatomy than the prior's 2 mm brain slices), 8 views, settings of the 8-view case",
-                 "rows": cached(scratch / "score-dicom.json", score_dicom)}
+                 "rows": cached(scratch / "score-dicom-defaults.json", score_dicom)}
 
     out = {
         "benchmark": "ct_dds",
@@ -239,7 +211,8 @@ def main() -> None:
         "data": {"tuning": f"brain-tuning slab, central {args.tune_slices} slices", "test":
                  f"brain-test slab, {args.test_slices} slices (held out from the prior's training)",
                  "size": 128, "pixel_mm": 2.0, "slice_mm": 1.0, "i0": args.i0},
-        "dds_tuning": dds_best,
+        "dds_settings": "the method's defaults (rho, CG iterations, eta by the acquisition: pipelines/methods/dds.py "
+                        "REGIMES), chosen on the tuning slab by benchmarks/dds_gpu_tuned.py",
         "cases": results,
         "dicom_out_of_distribution": dicom,
     }

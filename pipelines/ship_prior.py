@@ -69,6 +69,22 @@ def training_command(run: Path, config: dict[str, Any]) -> str:
     return command
 
 
+def earlier_training(init_from: str | None, zoo: Path) -> dict[str, Any] | None:
+    """The training record of the shipped prior a run was started from, so that a continued run's card tells its
+    whole history. ``init_from`` is a zoo id, or the weights file of one (checked by its checksum); None for a run
+    from scratch or from other weights."""
+    if not init_from:
+        return None
+    path = Path(init_from)
+    model_id = init_from if (Path(zoo) / init_from / "card.json").is_file() else path.parent.name
+    if not (Path(zoo) / model_id / "card.json").is_file():
+        return None
+    card = load_card(model_id, zoo)
+    if model_id != init_from and not (path.is_file() and sha256_of(path) == card["sha256"]):
+        return None
+    return {"model_id": model_id, "sha256": card["sha256"], **card.get("training", {})}
+
+
 def _mean_psnr(refs: np.ndarray, images: np.ndarray) -> float:
     from pipelines.metrics import psnr
 
@@ -149,6 +165,10 @@ def ship_prior_run(run: Path, model_id: str, zoo: Path = ZOO_DIR, progress: Prog
                            "(the brain's tuning slab, inside the training range); 1.0 untrained",
         "date": date.today().isoformat(),
     }
+    earlier = earlier_training(config.get("init_from"), zoo)
+    if earlier:
+        training["continued_from"] = earlier
+        training["total_steps"] = training["steps"] + earlier.get("total_steps", earlier["steps"])
     zoo.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".ship-{model_id}-", dir=zoo))
     try:

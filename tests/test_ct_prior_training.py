@@ -196,3 +196,28 @@ def test_volumes_outside_the_field_of_view_are_refused(tmp_path):
     with pytest.raises(InputError, match="validation slices hold only air"):
         train_prior(tiny(steps=1, data=[str(data)]), tmp_path / "run")
     assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_shipped_prior_has_checked_engine_and_a_continued_run_keeps_its_history(tmp_path):
+    """`recon zoo ship` on a prior run: card with denoising metrics and an ONNX engine within parity; a run
+    started from the shipped weights, shipped again under the same id, records where it came from."""
+    from pipelines.ship_prior import ship_prior_run
+    from pipelines.zoo import load_card
+
+    zoo = tmp_path / "zoo"
+    train_prior(tiny(steps=4, lr=1e-3, warmup_steps=1), tmp_path / "first")
+    first = json.loads(ship_prior_run(tmp_path / "first", "tiny-prior", zoo).read_text())
+    assert first["kind"] == "ct-prior" and "continued_from" not in first["training"]
+    assert first["engines"]["model.onnx"]["parity_psnr_db_vs_torch"] >= 80
+    dn = first["metrics"]["denoising"]["test_slab"]["t=50"]
+    assert np.isfinite(dn["denoised_psnr"]) and np.isfinite(dn["noisy_psnr"])
+
+    weights = zoo / "tiny-prior" / "model.pt"
+    train_prior(tiny(steps=3, lr=1e-3, warmup_steps=1, init_from=str(weights)), tmp_path / "second")
+    ship_prior_run(tmp_path / "second", "tiny-prior", zoo)
+    card = load_card("tiny-prior", zoo)
+    history = card["training"]["continued_from"]
+    assert history["model_id"] == "tiny-prior" and history["sha256"] == first["sha256"]
+    assert history["steps"] == 4 and card["training"]["steps"] == 3 and card["training"]["total_steps"] == 7
+    assert card["sha256"] != first["sha256"]
+    assert "--init " + str(weights) in card["training"]["command"]

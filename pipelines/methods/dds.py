@@ -4,13 +4,20 @@ The prior (a zoo model of kind ``ct-prior``) works in ``HU / 1000``. With ``mu =
 ``y = A mu`` becomes ``y / mu_w - A 1 = A x``, which ``models.diffusion.dds.dds_sample`` reconstructs; the volume
 is returned in the sinogram's attenuation units (clipped at 0). ``lam`` and ``rho`` are scale-free like the
 classical CT methods' (``models.classical.ct``): the sampler gets ``lam * ||A^T A||`` and ``rho * ||A^T A||``.
-The paper's weights (lam 0.04 sparse view, 0.4 limited angle, rho 10) belong to its operator's scale; here rho
-is 0.01 of ``||A^T A||`` and lam keeps the paper's soft threshold ``lam / rho`` (0.004 sparse view, 0.04 for a
-limited arc under 170 degrees): lam 4e-5 and 4e-4. ``lam`` left null is chosen so by the arc; what was chosen is
-in the volume's ``attrs["chosen"]``. rho and ``output`` were chosen on the prior's tuning slab
-(``benchmarks/ct_dds.py``: rho over 0.003, 0.01, 0.03 and both outputs, at 8 views and on a 120-degree arc; the
-network's last estimate scored 0.01-0.03 SSIM above the paper's data-consistent output at equal PSNR; rho 0.03
-diverged). Steps, CG iterations and eta are the paper's.
+The paper's weights (lam 0.04 sparse view, 0.4 limited angle, rho 10) belong to its operator's scale; here lam
+keeps the paper's soft threshold ``lam / rho`` (0.004 sparse view, 0.04 for a limited arc under 170 degrees).
+
+Settings left null are chosen by the acquisition (``REGIMES``; what was chosen is in the volume's
+``attrs["chosen"]``), from the grid of ``benchmarks/dds_gpu_tuned.py`` on the prior's tuning slab (rho 0.003,
+0.01, 0.03 x CG 1, 2, 5 x eta 0.5, 0.85, 1.0 at 8, 4 and 2 views and a 120-degree arc):
+
+* 4 or more views, or a limited arc: rho 0.01, 5 CG iterations, eta 0.85 (the paper's CG and eta; within 0.4 dB
+  of each case's best);
+* fewer than 4 views: rho 0.03, 2 CG iterations, eta 1.0. At 2 views 5 CG iterations per step fit the data's
+  null space to noise and the sampler diverged (16.3 dB on the tuning slab, against 24.8 dB so).
+
+``output``: the network's last estimate scored 0.01-0.03 SSIM above the paper's data-consistent output at equal
+PSNR (``benchmarks/ct_dds.py``'s earlier grid at 8 views and on a 120-degree arc). Steps are the paper's.
 """
 
 from __future__ import annotations
@@ -32,11 +39,11 @@ from pipelines.methods._ct import CTParams, ct_inputs, ct_volume
 from pipelines.methods._learned import DEFAULT_PROVIDERS, Provider
 from pipelines.reconstructors import SERVICE, LearnedModel, Method, Progress, register
 
-DEFAULT_RHO = 0.01
-SPARSE_VIEW_LAM = 0.004 * DEFAULT_RHO
-LIMITED_ANGLE_LAM = 0.04 * DEFAULT_RHO
 LIMITED_ARC_DEG = 170.0
-
+FEW_VIEWS = 4
+LAM_OVER_RHO = {"sparse": 0.004, "limited": 0.04}
+REGIMES = {"standard": {"rho": 0.01, "cg_iterations": 5, "eta": 0.85},
+           "few views": {"rho": 0.03, "cg_iterations": 2, "eta": 1.0}}
 
 class DDSParams(CTParams):
     model_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
@@ -52,12 +59,14 @@ class DDSParams(CTParams):
                                          "steps per step (Chung et al. 2024); mbir: DiffusionMBIR-style comparison "
                                          "mode, ancestral steps (use many steps and cg_iterations 1)")
     steps: int = Field(50, ge=1, le=1000, description="diffusion steps (network calls per slice)")
-    cg_iterations: int = Field(5, ge=1, le=50, description="CG steps per data-consistency update")
-    lam: float | None = Field(None, ge=0, le=100, description="TV weight along z, scale-free (null: 4e-5 sparse "
-                              "view, 4e-4 limited angle)")
-    rho: float = Field(DEFAULT_RHO, gt=0, le=1000, description="ADMM penalty, scale-free")
-    eta: float | None = Field(None, ge=0, le=1, description="DDIM stochasticity (null: 0.85 for dds, ancestral "
-                              "steps for mbir)")
+    cg_iterations: int | None = Field(None, ge=1, le=50, description="CG steps per data-consistency update (null: "
+                                      f"5, or 2 under {FEW_VIEWS} views)")
+    lam: float | None = Field(None, ge=0, le=100, description="TV weight along z, scale-free (null: rho x 0.004 "
+                              "sparse view, rho x 0.04 limited angle)")
+    rho: float | None = Field(None, gt=0, le=1000, description=f"ADMM penalty, scale-free (null: 0.01, or 0.03 under "
+                              f"{FEW_VIEWS} views)")
+    eta: float | None = Field(None, ge=0, le=1, description=f"DDIM stochasticity (null: 0.85, or 1.0 under "
+                              f"{FEW_VIEWS} views, for dds; ancestral steps for mbir)")
     output: Literal["denoised", "consistent"] = Field(
         "denoised", description="denoised: the last step's network estimate, before the final data fit (chosen on "
         "the tuning slab); consistent: the last step's data-consistent image (the paper's output)")
@@ -126,10 +135,15 @@ def run(acq: CTAcquisition, params: DDSParams, progress: Progress | None = None)
     mu_w = float(acq.attrs.get("mu_water_per_mm") or MU_WATER)
     norm2 = operator_norm2(op)
     limited = limited_angle(geom)
-    lam = params.lam if params.lam is not None else (LIMITED_ANGLE_LAM if limited else SPARSE_VIEW_LAM)
+    views = len(np.asarray(geom.angles_array()))
+    regime = "few views" if views < FEW_VIEWS and not limited else "standard"
+    chosen_rho = params.rho if params.rho is not None else REGIMES[regime]["rho"]
+    cg_iterations = params.cg_iterations or REGIMES[regime]["cg_iterations"]
+    eta = params.eta if params.eta is not None or params.mode == "mbir" else REGIMES[regime]["eta"]
+    lam = params.lam if params.lam is not None else LAM_OVER_RHO["limited" if limited else "sparse"] * chosen_rho
     schedule = VPSchedule(**card.get("schedule", {}))
-    settings = dict(steps=params.steps, cg_iters=params.cg_iterations, lam=lam * norm2, rho=params.rho * norm2,
-                    eta=params.eta, mode=params.mode, max_batch=params.max_batch, progress=progress,
+    settings = dict(steps=params.steps, cg_iters=cg_iterations, lam=lam * norm2, rho=chosen_rho * norm2,
+                    eta=eta, mode=params.mode, max_batch=params.max_batch, progress=progress,
                     last_consistency=params.output == "consistent")
     std = None
     with torch.no_grad():
@@ -143,9 +157,13 @@ def run(acq: CTAcquisition, params: DDSParams, progress: Progress | None = None)
             x, std = dds_posterior(denoiser, schedule, op, y, shape, samples=params.samples, seed=params.seed,
                                    tv_axis=0, **settings)
         mu = torch.clamp(mu_w * (1.0 + x), min=0.0)
-    chosen = {"lam": lam, "limited_angle": limited, "operator_norm2": norm2, "mu_water_per_mm": mu_w,
-              "rule": f"lam = {LIMITED_ANGLE_LAM:g} for an arc under {LIMITED_ARC_DEG:g} deg, else {SPARSE_VIEW_LAM:g}"}
-    volume = ct_volume(acq, mu, "dds", {**params.model_dump(), "lam": lam}, chosen)
+    chosen = {"lam": lam, "rho": chosen_rho, "cg_iterations": cg_iterations, "eta": eta, "regime": regime,
+              "views": views, "limited_angle": limited, "operator_norm2": norm2, "mu_water_per_mm": mu_w,
+              "rule": f"rho, CG and eta by REGIMES (few views: under {FEW_VIEWS} views, not a limited arc); lam = rho "
+                      f"x {LAM_OVER_RHO['limited']:g} for an arc under {LIMITED_ARC_DEG:g} deg, else rho x "
+                      f"{LAM_OVER_RHO['sparse']:g}"}
+    volume = ct_volume(acq, mu, "dds", {**params.model_dump(), "lam": lam, "rho": chosen_rho,
+                                        "cg_iterations": cg_iterations, "eta": eta}, chosen)
     volume.attrs.update({"model_id": model_id, "weights_sha256": card["sha256"], "engine": engine})
     if std is not None:
         volume.uncertainty = (mu_w * std).cpu().numpy().astype(np.float32)
