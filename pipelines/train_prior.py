@@ -11,12 +11,10 @@ Everything is seeded by ``seed`` and the step, so a run resumed from its checkpo
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,8 @@ import torch
 from models.diffusion.network import DEFAULT_PRIOR_CONFIG, build_prior_unet, size_multiple
 from models.diffusion.schedule import VPSchedule
 from pipelines.data import InputError
-from pipelines.train import truncate_log
+from pipelines.diffusion_training import autocast, train_loop
 
-CHECKPOINT = "checkpoint.pt"
-WEIGHTS = "model.pt"
 VAL_TIMESTEPS = (20, 100, 300, 600, 900)
 DIVERGED_LOSS = 1e3  # eps has unit variance: an untrained network scores about 1
 
@@ -165,30 +161,6 @@ def validation_loss(model: torch.nn.Module, schedule: VPSchedule, x0: torch.Tens
     return float(np.mean(losses))
 
 
-def machine_note(device: torch.device) -> str:
-    """Where the run trained, for the model card."""
-    import os
-    import platform
-
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (one GPU), torch {torch.__version__}"
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
-
-
-def lr_at(step: int, cfg: CTPriorConfig) -> float:
-    """Linear warm-up, then cosine decay to a tenth of ``lr`` at ``steps``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span))))
-
-
-def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a kill during the save never leaves a broken checkpoint
-
-
 def train_prior(cfg: CTPriorConfig, out_dir: str | Path, resume: bool = False,
                 progress: Callable[[int, int, float], None] | None = None) -> Path:
     """Train the prior and write ``model.pt`` (EMA weights), ``config.json``, ``log.csv`` and ``val.jsonl``."""
@@ -202,85 +174,23 @@ def train_prior(cfg: CTPriorConfig, out_dir: str | Path, resume: bool = False,
     schedule = cfg.schedule
     sampler, val_x0 = _sources(cfg, device)
     model = build_prior_unet(cfg.model_config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    start, ckpt_path = 0, out / CHECKPOINT
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["config"]["model_config"] != cfg.model_config or ckpt["config"]["size"] != cfg.size:
-            raise ValueError(f"{ckpt_path}: checkpoint is for another model configuration")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        average.load_state_dict(ckpt["average"])
-        start = int(ckpt["step"])
-    elif cfg.init_from:
-        state = initial_state(cfg.init_from)
-        model.load_state_dict(state)
-        average.module.load_state_dict(state)
-    parameters = sum(p.numel() for p in model.parameters())
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "parameters": parameters,
-                                                 "network": {**DEFAULT_PRIOR_CONFIG, **cfg.model_config},
-                                                 "machine": machine_note(device)}, indent=2))
-    log_path = out / "log.csv"
-    new_log = not (resume and log_path.exists())
-    elapsed = 0.0 if new_log else truncate_log(log_path, start)
-    if new_log:
-        (out / "val.jsonl").write_text(json.dumps({"step": 0, "val_loss": validation_loss(model, schedule, val_x0)})
-                                       + "\n")
     alphas = schedule.alphas_cumprod.to(device)
-    t_run = time.perf_counter()
-    step = start
-    with open(log_path, "w" if new_log else "a", newline="") as log_file:
-        log = csv.writer(log_file)
-        if new_log:
-            log.writerow(["step", "loss", "lr", "seconds"])
-        model.train()
-        t0 = time.perf_counter() - elapsed
-        while step < cfg.steps:
-            g = torch.Generator(device).manual_seed(int(np.random.SeedSequence([cfg.seed, step]).generate_state(1)[0]))
-            with torch.no_grad():
-                x0 = sampler.batch(cfg.batch_size, g)
-                t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g, device=device)
-                eps = torch.randn(x0.shape, generator=g, device=device)
-                ab = alphas[t].float().reshape(-1, 1, 1, 1)
-                xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                pred = model(xt, t)
-            loss = torch.mean((pred.float() - eps) ** 2)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value) or loss_value > DIVERGED_LOSS:
-                from pipelines.train import TrainingDiverged
 
-                raise TrainingDiverged(f"training diverged at step {step + 1}: the loss is {loss_value:g} (it starts "
-                                       f"near 1); lower the learning rate (lr is {cfg.lr:g}); the checkpoint in "
-                                       f"{ckpt_path} is kept" if ckpt_path.exists() else "no checkpoint was written")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            average.update_parameters(model)
-            step += 1
-            log.writerow([step, f"{loss_value:.6f}", f"{lr_at(step - 1, cfg):.3e}", f"{time.perf_counter() - t0:.1f}"])
-            out_of_time = cfg.time_limit_s is not None and time.perf_counter() - t_run > cfg.time_limit_s
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
-                log_file.flush()
-                _save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                  "config": asdict(cfg), "average": average.state_dict()})
-            if step % cfg.val_every == 0 or step == cfg.steps or out_of_time:
-                with open(out / "val.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step, "val_loss": validation_loss(average.module, schedule, val_x0)})
-                            + "\n")
-            if progress:
-                progress(step, cfg.steps, loss_value)
-            if out_of_time:
-                break
-    torch.save({k: v.detach().cpu() for k, v in average.module.state_dict().items()}, out / WEIGHTS)
-    return out / WEIGHTS
+    def batch_loss(g: torch.Generator) -> torch.Tensor:
+        with torch.no_grad():
+            x0 = sampler.batch(cfg.batch_size, g)
+            t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g, device=device)
+            eps = torch.randn(x0.shape, generator=g, device=device)
+            ab = alphas[t].float().reshape(-1, 1, 1, 1)
+            xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        with autocast(cfg):
+            pred = model(xt, t)
+        return torch.mean((pred.float() - eps) ** 2)
+
+    return train_loop(cfg, out, model, batch_loss=batch_loss,
+                      validate=lambda network: validation_loss(network, schedule, val_x0),
+                      initial_state=initial_state, network_note={**DEFAULT_PRIOR_CONFIG, **cfg.model_config},
+                      diverged_above=DIVERGED_LOSS, resume=resume, progress=progress)
 
 
 def initial_state(source: str) -> dict[str, torch.Tensor]:
