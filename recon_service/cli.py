@@ -278,6 +278,50 @@ def cmd_train_ct_prior(args: argparse.Namespace) -> int:
     return 0
 
 
+MRI_PRIORS = {"ambient-prior": "ambient", "diffusion-prior": "fully-sampled"}
+
+
+def cmd_train_mri_prior(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from pipelines.train_mri_prior import MRIPriorConfig, train_mri_prior, training_files
+
+    overrides = _load_config(args.config)
+    known = {f.name for f in fields(MRIPriorConfig)} - {"kind"}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    cfg = MRIPriorConfig(kind=MRI_PRIORS[args.model], **overrides)
+    if args.data is not None:
+        cfg.data = args.data[0] if len(args.data) == 1 else list(args.data)
+    if args.val_data is not None:
+        raise ValueError(f"{args.model} validates on the last val_slices slices of its own data; --val-data is for "
+                         "RecurrentVarNet and RIM")
+    if args.acceleration is not None:
+        if args.model != "ambient-prior":
+            raise ValueError("--acceleration is the ambient prior's training undersampling; diffusion-prior trains "
+                             "on fully sampled data")
+        cfg.acceleration = args.acceleration
+    for name in ("steps", "seed", "threads", "init_from"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    cfg.check()
+    training_files(cfg.data)  # names a missing or empty directory before any work
+    bar = tqdm(total=cfg.steps, desc=f"training {args.model}", unit="step", file=sys.stderr)
+
+    def progress(step: int, total: int, loss: float) -> None:
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=True)
+
+    try:
+        weights = train_mri_prior(cfg, Path(args.out), resume=args.resume, progress=progress)
+    finally:
+        bar.close()
+    print(f"weights: {weights}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
@@ -285,6 +329,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.model == "ct-prior":
         return cmd_train_ct_prior(args)
+    if args.model in MRI_PRIORS:
+        return cmd_train_mri_prior(args)
+    if args.acceleration is not None:
+        raise ValueError("--acceleration is for ambient-prior; RecurrentVarNet and RIM train at the accelerations "
+                         "of their config ('accelerations')")
     overrides = _load_config(args.config)
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(overrides) - known
@@ -514,14 +563,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE")
     ev.set_defaults(func=cmd_evaluate)
 
-    tr = sub.add_parser("train", help="train RecurrentVarNet or RIM on fastMRI-format directories, or the CT "
-                                      "diffusion prior (ct-prior) on CT volumes")
-    tr.add_argument("model", choices=sorted({m.kind for m in learned_models().values()} | {"ct-prior"}))
-    tr.add_argument("--data", nargs="+", help="MRI: one or more directories of fully sampled fastMRI-format files "
-                                   "(default data/brain-bench/train, the simulated training split); ct-prior: DICOM "
+    tr = sub.add_parser("train", help="train RecurrentVarNet or RIM on fastMRI-format directories, the MRI "
+                                      "diffusion priors (ambient-prior from undersampled data, diffusion-prior from "
+                                      "fully sampled data), or the CT diffusion prior (ct-prior) on CT volumes")
+    tr.add_argument("model", choices=sorted({m.kind for m in learned_models().values()} | {"ct-prior"}
+                                            | set(MRI_PRIORS)))
+    tr.add_argument("--data", nargs="+", help="MRI: one or more directories of fastMRI-format files, fully sampled "
+                                   "except for ambient-prior, which also takes undersampled ones (default "
+                                   "data/brain-bench/train, the simulated training split); ct-prior: DICOM "
                                    "CT series or NIfTI volumes (files or directories), or 'brain' (the default: the "
                                    "pseudo-CT brain's training range)")
     tr.add_argument("--val-data", dest="val_data", help="directory of undersampled files with references")
+    tr.add_argument("--acceleration", type=float, help="ambient-prior: undersample fully sampled training files by "
+                                                       "this factor first (default 4; undersampled files are used "
+                                                       "as stored)")
     tr.add_argument("--config", help="JSON file or text overriding training settings, e.g. "
                                      "'{\"model_config\": {\"num_steps\": 8}, \"lr\": 3e-4}'")
     tr.add_argument("--steps", type=_int_at_least(1), help="optimiser steps (default 2000)")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
+
+from models.physics.linop import LinearOperator
+
 
 def check_count(name: str, value: int, low: int, high: int) -> int:
     """``value`` if it is an integer in ``[low, high]``."""
@@ -39,3 +43,19 @@ def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     if len(shape) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape):
         raise ValueError(f"shape must be at least (H, W) of positive integers, got {shape!r}")
     return shape
+
+
+def check_measurement(A: LinearOperator, y: torch.Tensor, shape: tuple[int, ...],  # noqa: N803 - math name
+                      dtype: torch.dtype) -> None:
+    """``A`` a ``LinearOperator`` and ``y`` a tensor that ``A``'s output on a volume of ``shape`` broadcasts over."""
+    if not isinstance(A, LinearOperator):
+        raise ValueError(f"A must be a LinearOperator, got {type(A).__name__}")
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"y must be a torch tensor, got {type(y).__name__}")
+    out = A.forward(torch.zeros(shape, dtype=dtype, device=y.device))
+    try:
+        fits = torch.broadcast_shapes(out.shape, y.shape) == out.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"y has shape {tuple(y.shape)} but A maps the volume {shape} to {tuple(out.shape)}")

@@ -16,6 +16,16 @@ parts, each with standard deviation ``s``), the posterior is Gaussian with
 
 ``dense_matrix`` turns a ``LinearOperator`` on images into that real matrix ``A`` (rows: measurement elements, a
 complex one as its real then imaginary part, in the order of ``real_vector``).
+
+Complex images (MRI) are real vectors of ``2 H W`` entries: a prior of shape ``(2, H, W)`` holds the real then the
+imaginary channel. Under the EDM (variance exploding) noise ``x_sigma = x0 + sigma n``, ``n`` standard normal in each
+real channel, ``x_sigma ~ N(m, C + sigma^2 I)`` and
+
+    D(x_sigma; sigma) = E[x0 | x_sigma] = m + C (C + sigma^2 I)^{-1} (x_sigma - m)
+                      = m + U diag(lam / (lam + sigma^2)) U^T (x_sigma - m),
+
+``GaussianEDMDenoiser``, the exact EDM denoiser (equal to ``x0_mean`` at ``abar = 1 / (1 + sigma^2)`` applied to
+``sqrt(abar) x_sigma``). ``complex_dense_matrix`` is the real matrix of a complex-linear operator in that layout.
 """
 
 from __future__ import annotations
@@ -119,6 +129,30 @@ class GaussianDenoiser:
         return eps.to(x_t.dtype)
 
 
+class GaussianEDMDenoiser:
+    """The exact EDM denoiser ``D(x; sigma)`` of a ``GaussianPrior`` of shape ``(2, H, W)`` (real, imaginary) for
+    complex images ``x`` ``(N, H, W)`` (module docstring); differentiable (autograd passes through), computed in
+    float64 and returned in ``x``'s dtype. ``calls`` counts the images denoised."""
+
+    def __init__(self, prior: GaussianPrior):
+        if len(prior.shape) != 3 or prior.shape[0] != 2:
+            raise ValueError(f"a complex-image prior has shape (2, H, W) (real, imaginary), got {prior.shape}")
+        self.prior = prior
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        if not x.is_complex() or tuple(x.shape[1:]) != self.prior.shape[1:] or x.ndim != 3:
+            raise ValueError(f"x must be complex (N, {self.prior.shape[1]}, {self.prior.shape[2]}), "
+                             f"got {x.dtype} {tuple(x.shape)}")
+        n = x.shape[0]
+        flat = torch.stack((x.real, x.imag), dim=1).to(torch.float64).reshape(n, self.prior.dim)
+        m, vecs = self.prior.mean.reshape(-1), self.prior.eigvecs
+        gain = self.prior.eigvals / (self.prior.eigvals + float(sigma) ** 2)
+        out = (m + ((flat - m) @ vecs * gain) @ vecs.T).reshape(n, *self.prior.shape)
+        self.calls += n
+        return torch.complex(out[:, 0], out[:, 1]).to(x.dtype)
+
+
 def real_vector(y: torch.Tensor) -> torch.Tensor:
     """``y`` flattened to a real float64 vector (complex elements as real then imaginary part)."""
     y = torch.view_as_real(y.resolve_conj()) if y.is_complex() else y
@@ -133,3 +167,16 @@ def dense_matrix(A: LinearOperator, shape: Sequence[int]) -> torch.Tensor:  # no
     out = A.forward(basis)
     out = torch.view_as_real(out.resolve_conj()) if out.is_complex() else out
     return out.reshape(d, -1).T.to(torch.float64)
+
+
+def complex_dense_matrix(A: LinearOperator, shape: Sequence[int]) -> torch.Tensor:  # noqa: N803 - math name
+    """The real ``(m, 2 d)`` matrix of a complex-linear ``A`` on complex images of ``shape`` (``d = prod(shape)``):
+    columns are the real channel then the imaginary channel (a ``(2, *shape)`` prior's order), rows the measurement
+    in ``real_vector`` order. ``A`` is applied in complex64 to a leading batch of unit images."""
+    d = math.prod(shape)
+    unit = torch.eye(d, dtype=torch.complex64).reshape(d, *shape)
+    cols = []
+    for basis in (unit, 1j * unit):
+        out = torch.view_as_real(A.forward(basis).resolve_conj())
+        cols.append(out.reshape(d, -1).T.to(torch.float64))
+    return torch.cat(cols, dim=1)
