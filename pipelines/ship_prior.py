@@ -42,9 +42,11 @@ Progress = Callable[[str], None]
 
 
 def is_prior_run(run: Path) -> bool:
-    """Whether ``run`` is a ``recon train ct-prior`` run (its config names a diffusion network)."""
+    """Whether ``run`` is a ``recon train ct-prior`` run (its config names a diffusion network and no MRI prior
+    kind)."""
     try:
-        return "network" in json.loads((Path(run) / "config.json").read_text())
+        config = json.loads((Path(run) / "config.json").read_text())
+        return "network" in config and config.get("kind") not in ("ambient", "fully-sampled")
     except (OSError, json.JSONDecodeError):
         return False
 

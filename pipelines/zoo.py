@@ -55,15 +55,19 @@ def load_card(model_id: str, zoo: Path = ZOO_DIR) -> dict[str, Any]:
     return card
 
 
-PRIOR_KINDS = ("ct-prior",)  # diffusion priors (models.diffusion); every other kind is an unrolled network
+PRIOR_KINDS = ("ct-prior", "mri-prior")  # diffusion priors (models.diffusion); other kinds are unrolled networks
 
 
 def build_network(kind: str, config: dict[str, Any]) -> torch.nn.Module:
     """The untrained network of a card's ``kind`` and ``config``."""
-    if kind in PRIOR_KINDS:
+    if kind == "ct-prior":
         from models.diffusion.network import build_prior_unet
 
         return build_prior_unet(config)
+    if kind == "mri-prior":
+        from models.diffusion.edm import EDMPrecond, build_mri_prior_unet
+
+        return EDMPrecond(build_mri_prior_unet(config))
     from models.unrolled import build_model
 
     return build_model(kind, config)

@@ -162,6 +162,8 @@ def format_chosen(chosen: dict[str, Any]) -> str:
     noise = chosen.get("noise") or {}
     if "sigma" in noise:
         return f"{weights} (noise sigma {noise['sigma']:.3g} from {noise['source']}; {chosen.get('rule', '')})"
+    if not weights:  # a method that chose no weight (adps: its mode and sampler settings) says what ran
+        return str(chosen.get("rule", ""))
     return f"{weights} ({chosen.get('rule', '')})"
 
 
@@ -381,8 +383,14 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 
 def cmd_zoo_ship(args: argparse.Namespace) -> int:
     from pipelines.ship import DEFAULT_DATA_NOTE, ship_run
+    from pipelines.ship_mri_prior import is_mri_prior_run, ship_mri_prior_run
     from pipelines.ship_prior import is_prior_run, ship_prior_run
 
+    if is_mri_prior_run(Path(args.run)):
+        card = ship_mri_prior_run(Path(args.run), args.id, progress=lambda msg: print(msg, file=sys.stderr),
+                                  data_note=args.data_note)
+        print(f"card: {card}")
+        return 0
     if is_prior_run(Path(args.run)):
         card = ship_prior_run(Path(args.run), args.id, progress=lambda msg: print(msg, file=sys.stderr),
                               data_note=args.data_note)
@@ -566,8 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train RecurrentVarNet or RIM on fastMRI-format directories, the MRI "
                                       "diffusion priors (ambient-prior from undersampled data, diffusion-prior from "
                                       "fully sampled data), or the CT diffusion prior (ct-prior) on CT volumes")
-    tr.add_argument("model", choices=sorted({m.kind for m in learned_models().values()} | {"ct-prior"}
-                                            | set(MRI_PRIORS)))
+    # the MRI priors' kind (mri-prior, what adps runs) trains as ambient-prior or diffusion-prior
+    tr.add_argument("model", choices=sorted(({m.kind for m in learned_models().values()} - {"mri-prior"})
+                                            | {"ct-prior"} | set(MRI_PRIORS)))
     tr.add_argument("--data", nargs="+", help="MRI: one or more directories of fastMRI-format files, fully sampled "
                                    "except for ambient-prior, which also takes undersampled ones (default "
                                    "data/brain-bench/train, the simulated training split); ct-prior: DICOM "

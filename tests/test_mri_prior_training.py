@@ -123,3 +123,27 @@ def test_cli_trains_with_progress_and_refuses_bad_input(full_dir, tmp_path):
     res = subprocess.run([sys.executable, "-m", "recon_service.cli", "train", "diffusion-prior", "--acceleration",
                           "4", "--out", str(tmp_path / "r3")], capture_output=True, text=True)
     assert res.returncode == 2 and "--acceleration is the ambient prior's" in res.stderr
+
+
+def test_zoo_ship_stages_an_mri_prior_with_card_metrics_and_a_checked_onnx_engine(full_dir, tmp_path):
+    """`recon zoo ship` on an ambient-prior run: the card names the prior's kind and masks, its denoising check on
+    held-out slices, and an ONNX engine that matches torch; a fully sampled run ships as its own kind."""
+    from pipelines.ship_mri_prior import ship_mri_prior_run, verified_mri_prior_onnx
+    from pipelines.zoo import load_model
+
+    zoo = tmp_path / "zoo"
+    train_mri_prior(tiny(kind="ambient", data=str(full_dir / "full"), steps=6), tmp_path / "run")
+    card = json.loads(ship_mri_prior_run(tmp_path / "run", "tiny-ambient", zoo).read_text())
+    assert card["kind"] == "mri-prior"
+    assert card["prior"] == {"kind": "ambient", "acceleration": 4.0, "further_acceleration": 5.0}
+    assert card["engines"]["model.onnx"]["parity_psnr_db_vs_torch"] >= 80
+    check = card["metrics"]["denoising"]["held_out"]
+    assert check["slices"] == 8 and np.isfinite(check["sigma=0.5"]["denoised_psnr"])
+    assert "recon train ambient-prior" in card["training"]["command"] and "--acceleration 4" in card["training"][
+        "command"]
+    model, _ = load_model("tiny-ambient", zoo)
+    assert type(model).__name__ == "EDMPrecond"
+    assert verified_mri_prior_onnx("tiny-ambient", zoo).is_file()
+    res = subprocess.run([sys.executable, "-m", "recon_service.cli", "zoo", "ship", str(tmp_path / "missing"), "--id",
+                          "x"], capture_output=True, text=True)
+    assert res.returncode != 0
