@@ -132,14 +132,16 @@ class Method:
             raise ParamError(self._explain(err.errors(), params or {})) from None
 
     def _explain(self, errors: list[dict[str, Any]], params: dict[str, Any]) -> str:
-        """Every unknown key at once, else the first bad value."""
+        """Every unknown key at once, else the first value outside its declaration (type, range, choice, pattern),
+        else the first a declared validator refused (an unknown model, a setting that does not fit another one):
+        a value that breaks its own declaration is named even when a check across parameters failed first."""
         by_name = {p.name: p for p in self.parameters}
         unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and e["loc"])
         if unknown:
             known = ", ".join(by_name) or "none (it takes no parameters)"
             names = ", ".join(map(repr, unknown))
             return f"unknown parameter{'s' if len(unknown) > 1 else ''} {names}; {self.name} takes: {known}"
-        error = errors[0]
+        error = ([e for e in errors if e["type"] != "value_error"] or errors)[0]
         name = str(error["loc"][0])
         shown = _shown(params.get(name))
         if error["type"] == "value_error":  # a declared validator's own reason (e.g. no such model in the zoo)

@@ -110,7 +110,8 @@ class ReconClient:
             time.sleep(interval)
 
     def download(self, job_id: str, fmt: str, dest: Path) -> Path:
-        """Save the result in ``fmt`` (dicom zip, nifti, png or metrics) to ``dest``."""
+        """Save the result in ``fmt`` (dicom zip, nifti, png, metrics, uncertainty NIfTI or uncertainty-dicom zip) to
+        ``dest``."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         with self.http.stream("GET", f"/v1/jobs/{job_id}/result", params={"format": fmt}) as response:
             if response.status_code >= 400:

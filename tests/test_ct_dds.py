@@ -173,3 +173,20 @@ def test_service_serves_the_uncertainty_map_over_http(tmp_path, tmp_path_factory
         assert std.min() >= 0 and std.max() > 0
         with pytest.raises(ApiError, match="samples > 1"):
             client.download(one["id"], "uncertainty", tmp_path / "none.nii.gz")
+        # the same map as a DICOM series (HU) of the image series' study
+        assert "uncertainty-dicom" in two["results"] and "uncertainty-dicom" not in one["results"]
+        maps = _first_dicom(client.download(two["id"], "uncertainty-dicom", tmp_path / "u.zip"))
+        image = _first_dicom(client.download(two["id"], "dicom", tmp_path / "i.zip"))
+        assert maps.StudyInstanceUID == image.StudyInstanceUID and maps.SeriesInstanceUID != image.SeriesInstanceUID
+        assert maps.SeriesDescription == "Uncertainty map (standard deviation) of ct-dds"
+        assert maps.Modality == "CT" and "in HU" in maps.ImageComments
+
+
+def _first_dicom(zip_path):
+    import io
+    import zipfile
+
+    import pydicom
+
+    with zipfile.ZipFile(zip_path) as archive:
+        return pydicom.dcmread(io.BytesIO(archive.read(sorted(archive.namelist())[0])))

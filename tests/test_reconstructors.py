@@ -67,12 +67,14 @@ def test_reconstruct_checks_before_running(method, single_thread):
 
 def test_learned_methods_declare_their_zoo_model_and_training_architecture():
     assert default_models() == {"recurrentvarnet": "recurrentvarnet-brain-sim", "rim": "rim-brain-sim",
-                                "dds": "ct-prior-brain-sim"}
-    assert default_models("mri") == {"recurrentvarnet": "recurrentvarnet-brain-sim", "rim": "rim-brain-sim"}
+                                "adps": "mri-prior-ambient-brain-sim", "dds": "ct-prior-brain-sim"}
+    assert default_models("mri") == {"recurrentvarnet": "recurrentvarnet-brain-sim", "rim": "rim-brain-sim",
+                                     "adps": "mri-prior-ambient-brain-sim"}
     assert default_models("ct") == {"dds": "ct-prior-brain-sim"}
     assert learned_model("rim").train_config["hidden_channels"] == 48
     assert learned_model("ct-prior").train_config["channels"] == [32, 64, 128, 128]
-    with pytest.raises(ValueError, match="unknown model kind 'unet'; trainable kinds: ct-prior, recurrentvarnet, rim"):
+    kinds = "ct-prior, mri-prior, recurrentvarnet, rim"
+    with pytest.raises(ValueError, match=f"unknown model kind 'unet'; trainable kinds: {kinds}"):
         learned_model("unet")
 
 

@@ -223,6 +223,32 @@ def _ct_hounsfield(volume: ImageVolume) -> np.ndarray:
     raise ValueError(f"CT volume attrs['units'] must be 'HU' or '1/mm', got {units!r}")
 
 
+@dataclass(frozen=True)
+class StoredPixels:
+    """The pixel values of a series as stored, with their windows (and for CT the rescale to HU).
+
+    ``write_dicom_series`` computes them from the volume (the module docstring's rules) unless given: a map that
+    is not an image of the volume's own values, such as its uncertainty map (``pipelines.io.dicom_uncertainty``),
+    brings its own."""
+
+    stored: np.ndarray                          # (z, y, x) uint16 (MR, 12 bits used) or int16 (CT)
+    window_centers: list[float]
+    window_widths: list[float]
+    explanations: list[str]
+    slope: float = 1.0                          # CT: HU = stored * slope + intercept
+    intercept: float = 0.0
+
+
+def volume_pixels(volume: ImageVolume, modality: str) -> StoredPixels:
+    """The stored values of ``volume``'s images: MR magnitude scaled to 4095, CT in HU (module docstring)."""
+    if modality == "MR":
+        stored, (center, width) = _mr_pixels(np.asarray(volume.data))
+        return StoredPixels(stored, [center], [width], ["PERCENTILE 0.5-99.5"])
+    stored, slope, intercept = _ct_pixels(_ct_hounsfield(volume))
+    return StoredPixels(stored, [c for c, _, _ in CT_WINDOWS], [w for _, w, _ in CT_WINDOWS],
+                        [e for _, _, e in CT_WINDOWS], slope, intercept)
+
+
 def _ct_pixels(hu: np.ndarray) -> tuple[np.ndarray, float, float]:
     """int16 stored values, RescaleSlope, RescaleIntercept with ``HU = stored * slope + intercept``."""
     lo, hi = float(hu.min()), float(hu.max())
@@ -373,14 +399,17 @@ def _check_volume(volume: ImageVolume, modality: str) -> np.ndarray:
 
 def write_dicom_series(volume: ImageVolume, out_dir: str | Path, modality: Literal["MR", "CT"], study: StudyInfo,
                        provenance: Provenance, series_description: str | None = None, series_number: int = 1000,
-                       derived: bool = False, frame_of_reference_uid: str | None = None) -> list[Path]:
+                       derived: bool = False, frame_of_reference_uid: str | None = None,
+                       pixels: StoredPixels | None = None, attributes: Mapping[str, Any] | None = None) -> list[Path]:
     """Write ``volume`` as a new series in ``study``: one file per slice, returned in InstanceNumber order.
 
     ``derived`` marks images made from other images (DERIVED\\SECONDARY) rather than from raw data
     (ORIGINAL\\PRIMARY). ``frame_of_reference_uid`` reuses a source's frame when the volume lies in the same
     patient coordinates; otherwise a new one is made. MR acquisition values are taken from
     ``volume.attrs["mr_parameters"]`` (keys of ``pipelines.io.mrd_header.header_mr_parameters``); the CT tube
-    voltage from ``volume.attrs["kvp"]``. Raises ``ValueError`` for a volume that is not 3D, empty or not
+    voltage from ``volume.attrs["kvp"]``. ``pixels``: the stored values to write instead of the volume's own
+    (``StoredPixels``, the volume's shape); ``attributes``: DICOM keywords set on every file last (e.g.
+    ImageType, ImageComments of a derived map). Raises ``ValueError`` for a volume that is not 3D, empty or not
     finite, an unknown modality, bad geometry or CT units, and ``FileExistsError`` rather than overwrite files.
     """
     data = _check_volume(volume, modality)
@@ -390,14 +419,10 @@ def write_dicom_series(volume: ImageVolume, out_dir: str | Path, modality: Liter
         raise ValueError(f"frame_of_reference_uid is not a valid UID: {frame_of_reference_uid!r}")
     geometry = slice_geometry(volume.affine, data.shape[0])
     mr = dict(volume.attrs.get("mr_parameters") or {}) if modality == "MR" else {}
-    if modality == "MR":
-        stored, (center, width) = _mr_pixels(data)
-        window_centers, window_widths, explanations = [center], [width], ["PERCENTILE 0.5-99.5"]
-    else:
-        stored, slope, intercept = _ct_pixels(_ct_hounsfield(volume))
-        window_centers = [c for c, _, _ in CT_WINDOWS]
-        window_widths = [w for _, w, _ in CT_WINDOWS]
-        explanations = [e for _, _, e in CT_WINDOWS]
+    if pixels is None:
+        pixels = volume_pixels(volume, modality)
+    elif pixels.stored.shape != data.shape:
+        raise ValueError(f"stored pixels have shape {pixels.stored.shape}, the volume {data.shape}")
 
     out_dir = Path(out_dir)
     names = [out_dir / f"{modality}_{series_number}_{n:04d}.dcm" for n in geometry.instance_numbers]
@@ -413,7 +438,7 @@ def write_dicom_series(volume: ImageVolume, out_dir: str | Path, modality: Liter
     if modality == "MR":
         _mr_module(base, mr)
     else:
-        _ct_module(base, provenance, slope, intercept, volume.attrs.get("kvp"))
+        _ct_module(base, provenance, pixels.slope, pixels.intercept, volume.attrs.get("kvp"))
     base.PixelSpacing = _ds(geometry.pixel_spacing)
     base.ImageOrientationPatient = _ds(np.concatenate([geometry.row_cosines, geometry.column_cosines]))
     if geometry.slice_spacing > 0:
@@ -422,9 +447,11 @@ def write_dicom_series(volume: ImageVolume, out_dir: str | Path, modality: Liter
     else:
         base.SliceThickness = ""
     base.Rows, base.Columns = int(data.shape[1]), int(data.shape[2])
-    base.WindowCenter = _ds(window_centers)
-    base.WindowWidth = _ds(window_widths)
-    base.WindowCenterWidthExplanation = explanations
+    base.WindowCenter = _ds(pixels.window_centers)
+    base.WindowWidth = _ds(pixels.window_widths)
+    base.WindowCenterWidthExplanation = list(pixels.explanations)
+    for keyword, value in (attributes or {}).items():
+        setattr(base, keyword, value)
 
     paths = []
     for k in np.argsort(geometry.instance_numbers):
@@ -433,8 +460,8 @@ def write_dicom_series(volume: ImageVolume, out_dir: str | Path, modality: Liter
         ds.InstanceNumber = int(geometry.instance_numbers[k])
         ds.ImagePositionPatient = _ds(geometry.positions[k])
         ds.SliceLocation = _number(geometry.slice_locations[k])
-        pixels = stored[k].astype("<i2" if modality == "CT" else "<u2")
-        ds.add_new(0x7FE00010, "OW", np.ascontiguousarray(pixels).tobytes())
+        values = pixels.stored[k].astype("<i2" if modality == "CT" else "<u2")
+        ds.add_new(0x7FE00010, "OW", np.ascontiguousarray(values).tobytes())
         ds.file_meta = _file_meta(ds)
         path = names[k]
         ds.save_as(path, enforce_file_format=True)

@@ -16,20 +16,24 @@ Provider = Literal["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExe
 DEFAULT_PROVIDERS: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-class LearnedParams(MethodParams):
+def _a(kind: str) -> str:
+    """``a rim``, ``an mri-prior``: the article as the kind is spoken (MRI by its letters)."""
+    return f"an {kind}" if kind[0] in "aeio" or kind.startswith("mri") else f"a {kind}"
+
+
+class ZooModelParams(MethodParams):
+    """What every method that runs a zoo network takes: which model, and which engine runs it."""
+
     model_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
                                  description="zoo model (null: the method's shipped default)",
-                                 json_schema_extra={"allowed": "a model id from `recon zoo list`"})
+                                 json_schema_extra={"allowed": "a model id of the method's kind from `recon zoo list`"})
     engine: Literal["torch", "onnx"] = Field("torch", description="torch module or ONNX Runtime session",
-                                             json_schema_extra=SERVICE)
-    fft: Literal["matmul", "dft-op"] = Field("matmul", description="FFT variant of the ONNX engine",
                                              json_schema_extra=SERVICE)
     providers: list[Provider] | None = Field(None, min_length=1, max_length=3,
                                              description="ONNX Runtime providers in order of preference (null: "
                                                          "TensorRT > CUDA > CPU, whichever is available)",
                                              json_schema_extra=SERVICE)
     kind: ClassVar[str] = ""  # the network kind of the method's models
-    default_model: ClassVar[str] = ""
 
     @field_validator("model_id")
     @classmethod
@@ -40,8 +44,14 @@ class LearnedParams(MethodParams):
         if model_id is not None:
             card = load_card(model_id)  # ModelError (a ValueError) for an unknown id
             if cls.kind and card["kind"] != cls.kind:
-                raise ValueError(f"model {model_id!r} is a {card['kind']}, not a {cls.kind}")
+                raise ValueError(f"model {model_id!r} is {_a(card['kind'])}, not {_a(cls.kind)}")
         return model_id
+
+
+class LearnedParams(ZooModelParams):
+    fft: Literal["matmul", "dft-op"] = Field("matmul", description="FFT variant of the ONNX engine",
+                                             json_schema_extra=SERVICE)
+    default_model: ClassVar[str] = ""
 
     @field_validator("fft")
     @classmethod

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from models.classical.ct import operator_norm2
 from models.diffusion.dds import dds_posterior, dds_sample
@@ -36,8 +36,8 @@ from models.physics.ct.projector import CTProjector
 from pipelines.ct_units import MU_WATER
 from pipelines.data import CTAcquisition, ImageVolume, InputError
 from pipelines.methods._ct import CTParams, ct_inputs, ct_volume
-from pipelines.methods._learned import DEFAULT_PROVIDERS, Provider
-from pipelines.reconstructors import SERVICE, LearnedModel, Method, Progress, register
+from pipelines.methods._learned import DEFAULT_PROVIDERS, ZooModelParams
+from pipelines.reconstructors import LearnedModel, Method, Progress, register
 
 LIMITED_ARC_DEG = 170.0
 FEW_VIEWS = 4
@@ -45,16 +45,7 @@ LAM_OVER_RHO = {"sparse": 0.004, "limited": 0.04}
 REGIMES = {"standard": {"rho": 0.01, "cg_iterations": 5, "eta": 0.85},
            "few views": {"rho": 0.03, "cg_iterations": 2, "eta": 1.0}}
 
-class DDSParams(CTParams):
-    model_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
-                                 description="zoo prior (null: the method's shipped default)",
-                                 json_schema_extra={"allowed": "a ct-prior model id from `recon zoo list`"})
-    engine: Literal["torch", "onnx"] = Field("torch", description="torch module or ONNX Runtime session",
-                                             json_schema_extra=SERVICE)
-    providers: list[Provider] | None = Field(None, min_length=1, max_length=3,
-                                             description="ONNX Runtime providers in order of preference (null: "
-                                                         "TensorRT > CUDA > CPU, whichever is available)",
-                                             json_schema_extra=SERVICE)
+class DDSParams(ZooModelParams, CTParams):
     mode: Literal["dds", "mbir"] = Field("dds", description="dds: one ADMM-TV(z) iteration of cg_iterations CG "
                                          "steps per step (Chung et al. 2024); mbir: DiffusionMBIR-style comparison "
                                          "mode, ancestral steps (use many steps and cg_iterations 1)")
@@ -75,17 +66,6 @@ class DDSParams(CTParams):
                          "their standard deviation is written as the uncertainty map (costs samples x the time)")
     max_batch: int = Field(16, ge=1, le=1024, description="slices per network call (memory budget)")
     kind: ClassVar[str] = "ct-prior"
-
-    @field_validator("model_id")
-    @classmethod
-    def _shipped(cls, model_id: str | None) -> str | None:
-        from pipelines.zoo import load_card
-
-        if model_id is not None:
-            card = load_card(model_id)
-            if card["kind"] != cls.kind:
-                raise ValueError(f"model {model_id!r} is a {card['kind']}, not a {cls.kind}")
-        return model_id
 
 
 MODEL = LearnedModel("ct-prior", "ct-prior-brain-sim", dict(DEFAULT_PRIOR_CONFIG))

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from recon_service.jobs.catalog import PipelineInfo
 from recon_service.jobs.store import JobRecord, JobState
 
-RESULT_FORMATS = ("dicom", "nifti", "png", "metrics", "uncertainty")
+RESULT_FORMATS = ("dicom", "nifti", "png", "metrics", "uncertainty", "uncertainty-dicom")
 
 
 class ErrorResponse(BaseModel):

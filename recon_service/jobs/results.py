@@ -1,5 +1,8 @@
 """Result files of a job under ``DATA_DIR/results/<job_id>/``: recon.nii.gz, preview.png, metrics.json,
-the DICOM series in dicom/ and the same series zipped in series.zip.
+the DICOM series in dicom/ and the same series zipped in series.zip; a volume with an uncertainty map (a diffusion
+method's std over draws) adds recon_uncertainty.nii.gz and, with DICOM, the map as a second series of the same
+study and frame of reference in dicom-uncertainty/, zipped in uncertainty_series.zip
+(``pipelines.io.dicom_uncertainty``).
 
 Files are written into a staging folder next to the final one, fsynced, and the folder is renamed into
 place, so a reader never sees half a result and a job re-run after a crash replaces what an interrupted
@@ -8,6 +11,7 @@ run left behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -15,16 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydicom
+from pydicom.uid import generate_uid
+
 from pipelines.data import ImageVolume
 from pipelines.io.dicom_series import Provenance, write_dicom_series, zip_series
 from pipelines.io.dicom_study import StudyInfo
+from pipelines.io.dicom_uncertainty import uncertainty_description, write_uncertainty_series
 from pipelines.io.durable import fsync_path
 from pipelines.io.outputs import write_volume_outputs
 
 RESULTS_DIR = "results"
 FILES = {"nifti": "recon.nii.gz", "png": "preview.png", "metrics": "metrics.json", "dicom": "series.zip",
-         "uncertainty": "recon_uncertainty.nii.gz"}  # the name outputs.uncertainty_path gives recon.nii.gz
+         "uncertainty": "recon_uncertainty.nii.gz",  # the name outputs.uncertainty_path gives recon.nii.gz
+         "uncertainty-dicom": "uncertainty_series.zip"}
 DICOM_DIR = "dicom"
+UNCERTAINTY_DICOM_DIR = "dicom-uncertainty"
 DICOM_MODALITY = {"mri": "MR", "ct": "CT"}
 
 
@@ -36,6 +46,17 @@ class DicomSeries:
     study: StudyInfo
     provenance: Provenance
     series_description: str | None = None
+
+
+def written_study(path: Path, study: StudyInfo) -> StudyInfo:
+    """``study`` with the StudyInstanceUID, date and time the series at ``path`` was written with (the writer
+    makes them for a new study), so that a second series joins the same study."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return dataclasses.replace(study, study_instance_uid=str(ds.StudyInstanceUID),
+                               study_date=str(ds.get("StudyDate") or "") or None,
+                               study_time=str(ds.get("StudyTime") or "") or None)
+
+
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -51,7 +72,8 @@ def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dic
     series and its zip for ``job_id``.
 
     ``info`` (pipeline, method, ...) goes into metrics.json next to the numbers. Returns
-    ``{format: path relative to data_dir}`` with formats ``nifti``, ``png``, ``metrics`` and ``dicom``.
+    ``{format: path relative to data_dir}`` with formats ``nifti``, ``png``, ``metrics`` and ``dicom``, and for a
+    volume with an uncertainty map ``uncertainty`` (NIfTI) and, with ``dicom``, ``uncertainty-dicom``.
     """
     data_dir = Path(data_dir)
     final = results_dir(data_dir, job_id)
@@ -62,15 +84,28 @@ def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dic
     outputs = write_volume_outputs(volume, staging / FILES["nifti"], staging / FILES["png"],
                                    staging / FILES["metrics"], metrics, info)
     written, formats = list(outputs.values()), list(outputs)
+    folders = []
     if dicom is not None:
-        series = write_dicom_series(volume, staging / DICOM_DIR, DICOM_MODALITY[dicom.modality], dicom.study,
-                                    dicom.provenance, series_description=dicom.series_description)
+        frame = str(generate_uid())  # one frame of reference for the image and the uncertainty series
+        modality = DICOM_MODALITY[dicom.modality]
+        series = write_dicom_series(volume, staging / DICOM_DIR, modality, dicom.study, dicom.provenance,
+                                    series_description=dicom.series_description, frame_of_reference_uid=frame)
         written += [*series, zip_series(series, staging / FILES["dicom"])]
         formats.append("dicom")
+        folders.append(staging / DICOM_DIR)
+        if volume.uncertainty is not None:
+            pipeline = dicom.provenance.pipeline or dicom.provenance.method
+            maps = write_uncertainty_series(volume, staging / UNCERTAINTY_DICOM_DIR, modality,
+                                            written_study(series[0], dicom.study),
+                                            dicom.provenance, uncertainty_description(pipeline),
+                                            frame_of_reference_uid=frame, what=volume.attrs.get("uncertainty_what"))
+            written += [*maps, zip_series(maps, staging / FILES["uncertainty-dicom"])]
+            formats.append("uncertainty-dicom")
+            folders.append(staging / UNCERTAINTY_DICOM_DIR)
     for path in written:
         fsync_path(path)
-    if dicom is not None:
-        fsync_path(staging / DICOM_DIR)
+    for folder in folders:
+        fsync_path(folder)
     fsync_path(staging)
     if final.exists():  # left by an earlier, interrupted run of the same job
         shutil.rmtree(final)

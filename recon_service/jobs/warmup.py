@@ -51,7 +51,7 @@ def tiny_ct_acquisition(size: int = 16, views: int = 4, slices: int = 2):
 
 def warm_up(settings: Settings) -> dict[str, str]:
     """Load every default model (``pipelines.reconstructors.default_models``) and run it once on a tiny input
-    of its modality (the CT priors for 2 diffusion steps).
+    of its modality (diffusion priors, the methods with ``steps``, for 2 steps).
 
     Returns ``{model_id: engine provider}`` (e.g. ``"onnxruntime:CPUExecutionProvider"``); raises
     :class:`WarmUpError` naming the model that failed. Callable from the API process and from workers; the
@@ -59,11 +59,12 @@ def warm_up(settings: Settings) -> dict[str, str]:
     """
     from pipelines.reconstructors import default_models
 
-    inputs = {"mri": (tiny_acquisition(), {}), "ct": (tiny_ct_acquisition(), {"steps": 2})}
+    inputs = {"mri": tiny_acquisition(), "ct": tiny_ct_acquisition()}
     providers: dict[str, str] = {}
-    for modality, (acq, extra) in inputs.items():
+    for modality, acq in inputs.items():
         for method, model_id in default_models(modality).items():
-            providers[model_id] = _warm(settings, modality, method, model_id, acq, extra)
+            short = {"steps": 2} if "steps" in get_pipeline(pipeline_name(modality, method)).method.defaults else {}
+            providers[model_id] = _warm(settings, modality, method, model_id, acq, short)
     return providers
 
 

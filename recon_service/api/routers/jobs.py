@@ -26,7 +26,7 @@ Context = Annotated[ServiceContext, Depends(context_of)]
 
 MEDIA_TYPES = {"dicom": ("application/zip", "zip"), "nifti": ("application/gzip", "nii.gz"),
                "png": ("image/png", "png"), "metrics": ("application/json", "json"),
-               "uncertainty": ("application/gzip", "nii.gz")}
+               "uncertainty": ("application/gzip", "nii.gz"), "uncertainty-dicom": ("application/zip", "zip")}
 
 _SUBMIT_BODY = {
     "required": True,
@@ -135,7 +135,9 @@ async def cancel_job(job_id: str, request: Request, principal: Submitter, contex
 @router.get(
     "/{job_id}/result", summary="Download a result",
     description="dicom: the DICOM series as a zip; nifti: the volume (.nii.gz); png: a preview; metrics: "
-                "PSNR/SSIM/NMSE JSON (only when the input had a reference). 409 until the job succeeded.",
+                "PSNR/SSIM/NMSE JSON (only when the input had a reference); uncertainty: a diffusion method's "
+                "standard deviation map over its draws (.nii.gz), uncertainty-dicom: the same map as a DICOM "
+                "series of the image series' study (zip). 409 until the job succeeded.",
     response_class=FileResponse,
     responses={200: {"description": "The file.", "content": {m: {} for m, _ in MEDIA_TYPES.values()}},
                **errors(*AUTH_ERRORS, 404, 409, 422)},
@@ -143,9 +145,9 @@ async def cancel_job(job_id: str, request: Request, principal: Submitter, contex
 )
 async def get_result(
     job_id: str, request: Request, principal: Reader, context: Context,
-    format: Annotated[Literal["dicom", "nifti", "png", "metrics", "uncertainty"],
-                      Query(description="which result (uncertainty: the diffusion methods' std map, when asked "
-                                        "for with samples > 1)")],
+    format: Annotated[Literal["dicom", "nifti", "png", "metrics", "uncertainty", "uncertainty-dicom"],
+                      Query(description="which result (uncertainty, uncertainty-dicom: the diffusion methods' std "
+                                        "map as NIfTI or DICOM series, when asked for with samples > 1)")],
 ) -> FileResponse:
     job = await _job(context, job_id)
     if job.state != JobState.SUCCEEDED:
@@ -153,7 +155,8 @@ async def get_result(
     relative = ((job.result or {}).get("files") or {}).get(format)
     if not isinstance(relative, str):
         hint = {"metrics": " (metrics need a reference in the input)",
-                "uncertainty": " (a diffusion method run with samples > 1 writes one)"}.get(format, "")
+                "uncertainty": " (a diffusion method run with samples > 1 writes one)",
+                "uncertainty-dicom": " (a diffusion method run with samples > 1 writes one)"}.get(format, "")
         raise HTTPException(404, f"job {job.id} has no {format} result{hint}")
     try:
         path = result_file(context.settings.data_dir, relative)
