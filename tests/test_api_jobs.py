@@ -160,7 +160,8 @@ def test_health_ready_and_metrics(server, submitter, files):
         time.sleep(0.3)
     ready = r.json()
     assert ready["ready"] and ready["provider"] == "CPUExecutionProvider"
-    assert set(ready["models"]) == {"recurrentvarnet-brain-sim", "rim-brain-sim", "ct-prior-brain-sim"}
+    assert set(ready["models"]) == {"recurrentvarnet-brain-sim", "rim-brain-sim", "ct-prior-brain-sim",
+                                    "mri-prior-ambient-brain-sim"}
 
     submit(submitter, files["ct"], "ct-cgls")
     queued = len(submitter.get("/v1/jobs", params={"state": "queued", "limit": 500}).json()["items"])
