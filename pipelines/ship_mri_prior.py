@@ -78,9 +78,8 @@ def held_out_slices(size: int, slices: int = TEST_SLICES, seed: int = 0) -> tupl
     """Clean coil-combined images ``(n, H, W)`` and their maps of fully sampled slices of the brain's test split,
     scaled as in training (T1, T2 and PD in turn)."""
     from models.physics.mri.sense import SenseOperator
-    from models.physics.mri.sensitivity import estimate_maps
     from pipelines.simulate import mri
-    from pipelines.train_mri_prior import calibration_scale
+    from pipelines.train_mri_prior import calibrate
 
     cfg = mri.MRISimulationConfig(size=size, slices=4)
     starts = mri.slab_starts("axial", "test", cfg)
@@ -90,8 +89,7 @@ def held_out_slices(size: int, slices: int = TEST_SLICES, seed: int = 0) -> tupl
         acq = mri.simulate_slab(contrasts[i % 3], "axial", starts[i % len(starts)], 1.0, cfg, seed=seed + i)
         for k in acq.kspace:
             k = np.asarray(k, np.complex64)
-            maps = estimate_maps(k, 24, "acs").astype(np.complex64)
-            scale = calibration_scale(k, maps, 24)
+            maps, scale = calibrate(k, 24)
             m = torch.from_numpy(maps)
             images.append(SenseOperator(m, None).adjoint(torch.from_numpy(k * scale)))
             all_maps.append(m)

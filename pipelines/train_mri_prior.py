@@ -158,6 +158,15 @@ def calibration_scale(kspace: np.ndarray, maps: np.ndarray, num_low: int) -> flo
     return 1.0 / q
 
 
+def calibrate(kspace: np.ndarray, num_low: int) -> tuple[np.ndarray, float]:
+    """What every user of the priors does to a slice's (masked) k-space first: ACS coil maps from its ``num_low``
+    centre columns and its ``calibration_scale``. Training, the card's check and reconstruction all call this."""
+    from models.physics.mri.sensitivity import estimate_maps
+
+    maps = estimate_maps(kspace, num_low, "acs").astype(np.complex64)
+    return maps, calibration_scale(kspace, maps, num_low)
+
+
 class PriorData:
     """Every slice of the files, prepared for the prior's kind and held in memory (see the module docstring).
 
@@ -166,7 +175,6 @@ class PriorData:
     """
 
     def __init__(self, cfg: MRIPriorConfig):
-        from models.physics.mri.sensitivity import estimate_maps
         from pipelines.io.fastmri import read_fastmri
 
         ks, maps, masks, lows = [], [], [], []
@@ -194,8 +202,7 @@ class PriorData:
                 num_low = count_center_lines(m) if cfg.kind == "ambient" else min(24, w)
                 if num_low < 2:
                     raise InputError(path, f"slice {s}: fewer than 2 fully sampled centre columns to calibrate on")
-                smaps = estimate_maps(k, num_low, "acs").astype(np.complex64)
-                scale = calibration_scale(k, smaps, num_low)
+                smaps, scale = calibrate(k, num_low)
                 ks.append(k * scale)
                 maps.append(smaps)
                 masks.append(m)

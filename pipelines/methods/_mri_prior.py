@@ -25,7 +25,6 @@ from models.diffusion.edm import column_mask_channel, edm_denoise
 from models.physics.linop import Identity
 from models.physics.mri.masks import calibrated_center_fraction, count_center_lines, random_column_mask
 from models.physics.mri.sense import SenseOperator
-from models.physics.mri.sensitivity import estimate_maps
 
 PRIOR_KIND = "mri-prior"
 PRIOR_KINDS = ("ambient", "fully-sampled")
@@ -144,10 +143,9 @@ class PreparedSlice:
 
 def prepare_slice(kspace: np.ndarray, mask: np.ndarray, num_low: int, device: str) -> PreparedSlice:
     """ACS maps from the slice's own ``num_low`` calibration columns and the calibration scale
-    (``pipelines.train_mri_prior.calibration_scale``), as in training."""
-    from pipelines.train_mri_prior import calibration_scale
+    (``pipelines.train_mri_prior.calibrate``), as in training."""
+    from pipelines.train_mri_prior import calibrate
 
     k = (np.asarray(kspace, np.complex64) * np.asarray(mask, np.float32)).astype(np.complex64)
-    maps = estimate_maps(k, num_low, "acs").astype(np.complex64)
-    scale = calibration_scale(k, maps, num_low)
+    maps, scale = calibrate(k, num_low)
     return PreparedSlice(torch.from_numpy(k * scale).to(device), torch.from_numpy(maps).to(device), float(scale))
