@@ -44,6 +44,7 @@ from models.physics.mri.masks import calibrated_center_fraction, count_center_li
 from models.physics.mri.sense import SenseOperator
 from pipelines.data import InputError
 from pipelines.diffusion_training import autocast, train_loop
+from pipelines.train_prior import initial_state
 
 KINDS = ("ambient", "fully-sampled")
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0)
@@ -294,13 +295,6 @@ def validation_loss(model: EDMPrecond, data: PriorData, index: torch.Tensor, cfg
             losses.append(float(loss))
     model.train(was_training)
     return float(np.mean(losses))
-
-
-def initial_state(source: str) -> dict[str, torch.Tensor]:
-    """Weights to start from: a shipped MRI prior's id or a ``model.pt`` file."""
-    from pipelines.train_prior import initial_state as prior_state
-
-    return prior_state(source)
 
 
 def build_model(model_config: dict[str, Any] | None = None) -> EDMPrecond:
