@@ -488,9 +488,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from recon_service.api import create_app
+    from recon_service.pacs.config import load_pacs_config
     from recon_service.settings import Settings
 
     settings = Settings(**({"workers": args.workers} if args.workers is not None else {}))
+    load_pacs_config(settings.pacs_config)  # a bad RECON_PACS_CONFIG stops here, naming the file and the key
     check_port_free(args.host, args.port)  # before the app starts its workers
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

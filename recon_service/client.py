@@ -69,8 +69,11 @@ class ReconClient:
             time.sleep(interval)
 
     def submit(self, files: Sequence[Path], pipeline: str, params: dict[str, Any] | None = None,
-               study: dict[str, Any] | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+               study: dict[str, Any] | None = None, idempotency_key: str | None = None,
+               study_lookup: dict[str, str] | None = None) -> dict[str, Any]:
         data = {"pipeline": pipeline}
+        if study_lookup is not None:
+            data["study_lookup"] = json.dumps(study_lookup)
         if params is not None:
             data["params"] = json.dumps(params)
         if study is not None:
@@ -84,6 +87,15 @@ class ReconClient:
         finally:
             for handle in handles:
                 handle.close()
+
+    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        return self._check(self.http.get(f"/v1/jobs/{job_id}/deliveries")).json()
+
+    def deliver(self, job_id: str, destination: str) -> dict[str, Any]:
+        return self._check(self.http.post(f"/v1/jobs/{job_id}/deliveries", params={"destination": destination})).json()
+
+    def approve(self, job_id: str) -> list[dict[str, Any]]:
+        return self._check(self.http.post(f"/v1/jobs/{job_id}/approve")).json()
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._check(self.http.get(f"/v1/jobs/{job_id}")).json()

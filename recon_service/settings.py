@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     providers: str = Field("", description="ONNX Runtime provider preference, comma separated; default "
                                            "TensorRT > CUDA > CPU, whichever is available")
     warmup: bool = Field(True, description="load and run the shipped models once before /readyz says ready")
+    pacs_config: Path | None = Field(None, description="JSON file of PACS destinations, auto-delivery rules and "
+                                                       "the study-lookup source (README: PACS); none: no PACS")
     oidc_jwks_url: str | None = Field(None, description="JWKS URL for OIDC bearer JWTs (optional)")
     oidc_issuer: str | None = None
     oidc_audience: str | None = None

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and benchmarks use. Idempotent: installs only what is missing.
 set -euo pipefail
-# dicom3tools: dciodvfy checks the DICOM results; postgresql: the job-store tests start a server on loopback
-packages=(bart ismrmrd-tools dicom3tools postgresql)
+# dicom3tools: dciodvfy checks the DICOM results; postgresql: the job-store tests start a server on loopback;
+# orthanc + orthanc-dicomweb: the PACS tests start a real Orthanc on loopback; dcmtk: storescu, the ingestion baseline
+packages=(bart ismrmrd-tools dicom3tools postgresql orthanc orthanc-dicomweb dcmtk)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -15,7 +15,11 @@ PUBLIC = {"/healthz", "/readyz", "/metrics"}
 DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 KNOWN_PROTECTED = {("post", "/v1/jobs"), ("get", "/v1/jobs"), ("get", "/v1/jobs/{job_id}"),
                    ("post", "/v1/jobs/{job_id}/cancel"), ("get", "/v1/jobs/{job_id}/result"),
-                   ("get", "/v1/pipelines"), ("get", "/v1/models"), ("get", "/v1/audit")}
+                   ("get", "/v1/pipelines"), ("get", "/v1/models"), ("get", "/v1/audit"),
+                   ("get", "/v1/pacs/destinations"), ("get", "/v1/jobs/{job_id}/deliveries"),
+                   ("post", "/v1/jobs/{job_id}/deliveries"), ("post", "/v1/jobs/{job_id}/approve")}
+# the routes a review token may call; every other protected route refuses it
+REVIEW_ROUTES = {("post", "/v1/jobs/{job_id}/approve")}
 PATIENT_NAME = "Secretname^Janet"
 PATIENT_ID = "PID-99871234"
 
@@ -92,7 +96,8 @@ def test_every_non_public_route_needs_a_valid_token_with_its_scope(server, job):
             assert wrong.status_code == 401, (method, path, wrong.text)
             basic = server.client().request(method, url, params=params, headers={"Authorization": "Basic eDp5"})
             assert basic.status_code == 401, (method, path)
-            lacking = server.client("review-token").request(method, url, params=params)
+            lacking = server.client("read-token" if (method, path) in REVIEW_ROUTES else "review-token").request(
+                method, url, params=params)
             assert lacking.status_code == 403 and "lacks" in lacking.json()["detail"], (method, path)
     assert checked >= KNOWN_PROTECTED
     # scopes are the ones documented: a read token cannot submit or cancel, and only admin reads the audit log
@@ -102,6 +107,8 @@ def test_every_non_public_route_needs_a_valid_token_with_its_scope(server, job):
         assert reader.post("/v1/jobs", files=[("file", ("x.h5", b"x"))], data={"pipeline": "ct-fbp"}).status_code \
             == 403
         assert reader.get("/v1/audit").status_code == 403
+        assert reader.post(f"/v1/jobs/{job}/approve").status_code == 403
+        assert reader.post(f"/v1/jobs/{job}/deliveries", params={"destination": "x"}).status_code == 403
 
 
 def test_audit_records_calls_and_refused_attempts(server, job, files):

@@ -39,7 +39,8 @@ def outcome_for(status: int) -> str:
     if status < 400:
         return "ok"
     return {401: "unauthenticated", 403: "forbidden", 404: "not-found", 409: "conflict", 413: "rejected",
-            415: "rejected", 422: "rejected", 503: "unavailable"}.get(status, "error" if status >= 500 else "rejected")
+            415: "rejected", 422: "rejected",
+            502: "unavailable", 503: "unavailable"}.get(status, "error" if status >= 500 else "rejected")
 
 
 async def record(request: Request, action: str, outcome: str, principal: Principal | None = None,

@@ -1,6 +1,7 @@
-"""Crash recovery and the job worker processes, started with the app and stopped with it.
+"""Crash recovery, the job worker processes and the PACS outbox sender, started with the app and stopped with it.
 
-Both live in ``recon_service.jobs`` (``recovery.recover_jobs`` and ``worker.WorkerPool``).
+They live in ``recon_service.jobs`` (``recovery.recover_jobs`` and ``worker.WorkerPool``) and
+``recon_service.pacs.outbox`` (``OutboxRunner``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class BackgroundHandle:
 
     pool: Any | None = None
     recovered: Any = field(default_factory=list)
+    outbox: Any | None = None
 
     @property
     def running(self) -> bool:
@@ -33,6 +35,9 @@ class BackgroundHandle:
         return 0 if self.pool is None else self.pool.ready()
 
     def stop(self) -> None:
+        if self.outbox is not None:
+            self.outbox.stop()
+            self.outbox = None
         if self.pool is not None:
             self.pool.stop()
             self.pool = None
@@ -45,9 +50,11 @@ def start_background(context: ServiceContext) -> BackgroundHandle:
         return BackgroundHandle()
     from recon_service.jobs.recovery import recover_jobs
     from recon_service.jobs.worker import WorkerPool
+    from recon_service.pacs.outbox import start_outbox_runner
 
     recovered = recover_jobs(context)
     pool = WorkerPool(context.settings)
     pool.start()
     LOG.info("started %d job worker process(es)", context.settings.workers)
-    return BackgroundHandle(pool, recovered)
+    return BackgroundHandle(pool, recovered, start_outbox_runner(context))
+

@@ -19,3 +19,10 @@ def context_of(request: Request) -> ServiceContext:
 MAX_OFFSET = 2**31 - 1
 
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="how many entries to skip (paging)")]
+
+
+def outbox_of(context: ServiceContext):  # noqa: ANN201 - recon_service.pacs.outbox.Outbox
+    """The PACS outbox of the service's database and configuration."""
+    from recon_service.pacs.outbox import Outbox
+
+    return Outbox(context.engine, context.pacs)

@@ -15,6 +15,7 @@ _DESCRIPTIONS = {
     413: "The uploaded files exceed RECON_MAX_UPLOAD_MB; nothing was stored.",
     415: "The body is not multipart/form-data, or a file is neither HDF5 raw data nor DICOM.",
     422: "Invalid input; 'detail' names the field or file part and the problem. Nothing was stored.",
+    502: "A PACS the request needs (a study lookup) could not be reached; retry later.",
     503: "The job queue is full; retry after the Retry-After seconds.",
 }
 

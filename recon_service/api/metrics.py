@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -23,7 +29,8 @@ DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 class ServiceCollector(Collector):
-    """Jobs by state, queue depth, job durations and the active engine provider, read when scraped."""
+    """Jobs by state, queue depth, job durations, the PACS outbox per destination and the active engine provider,
+    read when scraped."""
 
     def __init__(self, app_state: Any):
         self.state = app_state
@@ -39,10 +46,33 @@ class ServiceCollector(Collector):
         yield jobs
         yield GaugeMetricFamily("recon_queue_depth", "Jobs waiting to be run", value=counts.get("queued", 0))
         yield self._durations(context.engine)
+        if context.pacs.enabled:
+            yield from self._deliveries(context)
         warm = getattr(self.state, "warmup", None)
         provider = (warm.provider if warm is not None else None) or "unknown"
         yield InfoMetricFamily("recon_engine_provider", "Active ONNX Runtime execution provider (from warm-up)",
                                value={"provider": provider})
+
+    @staticmethod
+    def _deliveries(context) -> Iterator[Metric]:  # noqa: ANN001
+        from recon_service.pacs.outbox import AWAITING_APPROVAL, DELIVERED, FAILED, PENDING, SENDING, Outbox
+
+        figures = Outbox(context.engine, context.pacs).figures()
+        depth = GaugeMetricFamily("recon_pacs_outbox_depth", "Deliveries waiting to be sent or being sent",
+                                  labels=["destination"])
+        review = GaugeMetricFamily("recon_pacs_awaiting_approval", "Deliveries of learned results waiting for review",
+                                   labels=["destination"])
+        done = GaugeMetricFamily("recon_pacs_deliveries", "Finished deliveries by outcome",
+                                 labels=["destination", "outcome"])
+        failures = CounterMetricFamily("recon_pacs_delivery_failures", "Failed delivery attempts (retried or final)",
+                                       labels=["destination"])
+        for name, counts in sorted(figures.items()):
+            depth.add_metric([name], counts.get(PENDING, 0) + counts.get(SENDING, 0))
+            review.add_metric([name], counts.get(AWAITING_APPROVAL, 0))
+            for outcome in (DELIVERED, FAILED):
+                done.add_metric([name, outcome], counts.get(outcome, 0))
+            failures.add_metric([name], counts.get("failures", 0))
+        yield from (depth, review, done, failures)
 
     @staticmethod
     def _durations(engine) -> HistogramMetricFamily:

@@ -32,6 +32,37 @@ class JobInputOut(BaseModel):
     kind: str = Field(description="fastmri, ismrmrd, sinogram or dicom, from the file's content")
 
 
+class DeliveryOut(BaseModel):
+    destination: str = Field(description="a configured PACS destination (GET /v1/pacs/destinations)")
+    state: str = Field(description="awaiting-approval (a learned result waits for review), pending, sending, "
+                                   "delivered or failed")
+    requested_by: str = Field(description="'auto' (the pipeline's delivery rule) or the token that asked")
+    attempts: int
+    failures: int = Field(description="attempts that failed so far")
+    instances: int | None = Field(None, description="DICOM instances in the delivery (image and uncertainty "
+                                                    "series), once counted")
+    sent: int = Field(description="instances sent in the current or last attempt")
+    last_error: str | None = None
+    next_attempt_at: datetime | None = Field(None, description="when a pending delivery is tried next")
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+    @classmethod
+    def of(cls, record: Any) -> DeliveryOut:
+        return cls(destination=record.destination, state=record.state, requested_by=record.requested_by,
+                   attempts=record.attempts, failures=record.failures, instances=record.instances,
+                   sent=record.sent, last_error=record.last_error, next_attempt_at=record.next_attempt_at,
+                   created_at=record.created_at, delivered_at=record.delivered_at)
+
+
+class DestinationOut(BaseModel):
+    name: str
+    kind: str = Field(description="dicomweb (STOW-RS) or dimse (C-STORE)")
+    target: str = Field(description="the DICOMweb root, or AE title@host:port")
+    deidentify: bool
+    auto_deliver: list[str] = Field(description="pipelines whose results go here on their own ('*': any other)")
+
+
 class JobOut(BaseModel):
     id: str
     pipeline: str
@@ -56,9 +87,11 @@ class JobOut(BaseModel):
                                                                 "provider, parameters and times of a finished job")
     metrics: dict[str, float | None] | None = Field(None, description="PSNR/SSIM/NMSE against the input's "
                                                                       "reference, when it had one")
+    deliveries: list[DeliveryOut] | None = Field(None, description="the result's PACS deliveries (on GET of one "
+                                                                   "job)")
 
     @classmethod
-    def of(cls, job: JobRecord) -> JobOut:
+    def of(cls, job: JobRecord, deliveries: list[Any] | None = None) -> JobOut:
         result = job.result or {}
         files = result.get("files") or {}
         formats = [f for f in RESULT_FORMATS if isinstance(files.get(f), str)] if job.state == "succeeded" else []
@@ -67,6 +100,7 @@ class JobOut(BaseModel):
                    worker=job.worker, cancel_requested=job.cancel_requested, created_at=job.created_at,
                    started_at=job.started_at, finished_at=job.finished_at, results=formats,
                    provenance=result.get("provenance"), metrics=result.get("metrics"),
+                   deliveries=None if deliveries is None else [DeliveryOut.of(d) for d in deliveries],
                    inputs=[JobInputOut(position=i.position, filename=i.filename, size=i.size, sha256=i.sha256,
                                        kind=i.kind) for i in job.inputs])
 

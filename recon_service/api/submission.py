@@ -61,6 +61,32 @@ def pipeline_of(name: str | None) -> PipelineInfo:
         raise HTTPException(422, str(err.args[0])) from err
 
 
+def looked_up_study(context: ServiceContext, lookup: dict[str, Any]) -> dict[str, str]:
+    """The patient and study attributes of the study a ``study_lookup`` form field names, from the PACS it names
+    (``source``) or the configured lookup source. 422 for a bad request or no such study, 502 when the PACS
+    cannot be asked."""
+    from recon_service.pacs.lookup import LookupUnavailable, StudyNotFound, lookup_key, lookup_study
+
+    config = context.pacs
+    try:
+        keyword, value = lookup_key(lookup)
+    except ValueError as err:
+        raise HTTPException(422, f"form field 'study_lookup': {err}") from err
+    source = lookup.get("source", config.study_lookup)
+    if source is None:
+        raise HTTPException(422, "form field 'study_lookup': name a 'source' (no study_lookup source is configured)")
+    try:
+        destination = config.destination(str(source))
+    except KeyError as err:
+        raise HTTPException(422, f"form field 'study_lookup': {err.args[0]}") from err
+    try:
+        return lookup_study(destination, keyword, value)
+    except StudyNotFound as err:
+        raise HTTPException(422, f"form field 'study_lookup': {err} in {source!r}") from err
+    except LookupUnavailable as err:
+        raise HTTPException(502, f"study lookup in {source!r} failed: {err}; retry later") from err
+
+
 async def _drain(request: Request) -> None:
     async for _ in request.stream():
         pass
@@ -95,6 +121,10 @@ async def submit(request: Request, context: ServiceContext, principal: Principal
         params = parse_json_object(receiver.fields.get("params"), "params")
         check_params(pipeline, params, settings)
         study = parse_json_object(receiver.fields.get("study"), "study")
+        lookup = parse_json_object(receiver.fields.get("study_lookup"), "study_lookup")
+        if lookup:
+            found = await run_in_threadpool(looked_up_study, context, lookup)
+            study = {**found, **study}  # what the request states wins over what the PACS holds
         try:
             checked = await run_in_threadpool(check_submission, pipeline, area.files, study)
         except RejectedInput as err:

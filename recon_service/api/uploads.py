@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from recon_service.storage import UploadArea, UploadWriter
 
-TEXT_FIELDS = ("pipeline", "params", "study")
+TEXT_FIELDS = ("pipeline", "params", "study", "study_lookup")
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FILES = 32

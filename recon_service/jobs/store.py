@@ -217,8 +217,12 @@ class JobStore:
             return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
     def finish(self, job_id: str, state: JobState, error: str | None = None,
-               result: dict[str, Any] | None = None, worker: str | None = None) -> JobRecord | None:
-        """End a running job as succeeded, failed or cancelled (with ``worker``: only while that worker runs it)."""
+               result: dict[str, Any] | None = None, worker: str | None = None,
+               also: Callable[[Session], None] | None = None) -> JobRecord | None:
+        """End a running job as succeeded, failed or cancelled (with ``worker``: only while that worker runs it).
+
+        ``also`` adds rows in the same transaction when the job did end here (the PACS outbox's deliveries of a
+        succeeded job), so a crash cannot leave a finished job without them."""
         if state not in FINAL_STATES:
             raise ValueError(f"{state} is not a final state")
         with self._session() as session:
@@ -233,7 +237,9 @@ class JobStore:
             running = [Job.id == job_id, Job.state == JobState.RUNNING.value]
             if worker is not None:
                 running.append(Job.worker == worker)
-            session.execute(update(Job).where(*running).values(**values))
+            ended = session.execute(update(Job).where(*running).values(**values)).rowcount
+            if ended and also is not None:
+                also(session)
             session.commit()
             return self._record(session, job_id)
 

@@ -155,7 +155,18 @@ def execute_job(context, job, progress_interval: float = 0.25):  # noqa: ANN001,
         return _with_retries(lambda: store.finish(job.id, JobState.FAILED, error=internal),
                              f"finishing job {job.id}")
     LOG.info("job %s succeeded in %.1f s", job.id, time.perf_counter() - start)
-    return _with_retries(lambda: store.finish(job.id, JobState.SUCCEEDED, result=result), f"finishing job {job.id}")
+    deliveries = _auto_deliveries(context, job.id, job.pipeline)
+    return _with_retries(lambda: store.finish(job.id, JobState.SUCCEEDED, result=result, also=deliveries),
+                         f"finishing job {job.id}")
+
+
+def _auto_deliveries(context, job_id: str, pipeline: str):  # noqa: ANN001, ANN202
+    """The outbox rows a succeeded job gets by the PACS auto-delivery rules (added with its success)."""
+    from recon_service.jobs.catalog import get_pipeline
+    from recon_service.pacs.outbox import add_deliveries, planned_deliveries
+
+    planned = planned_deliveries(context.pacs, pipeline, get_pipeline(pipeline).learned)
+    return (lambda session: add_deliveries(session, job_id, planned, "auto")) if planned else None
 
 
 @dataclass(frozen=True)
@@ -436,11 +447,13 @@ class WorkerPool:
 # --- standalone ------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m recon_service.jobs.worker``: a pool without the API, until SIGTERM/SIGINT.
+    """``python -m recon_service.jobs.worker``: a pool without the API (and the PACS outbox sender when
+    destinations are configured), until SIGTERM/SIGINT.
 
     Prints one JSON line ``{"pid": ..., "workers": [pids]}`` once the workers are started."""
     from recon_service.context import ServiceContext
     from recon_service.jobs.recovery import recover_jobs
+    from recon_service.pacs.outbox import start_outbox_runner
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default RECON_WORKERS)")
@@ -458,9 +471,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, _frame: signals.append(signum))
     signal.signal(signal.SIGINT, lambda signum, _frame: signals.append(signum))
     pool.start()
+    outbox = start_outbox_runner(context)  # this node also sends results to the PACS destinations
     print(json.dumps({"pid": os.getpid(), "workers": pool.pids()}), flush=True)
     while not signals:
         time.sleep(0.2)
+    if outbox is not None:
+        outbox.stop()
     pool.stop()
     return 0
 

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from recon_service.api import auditing
-from recon_service.api.deps import Offset, context_of
+from recon_service.api.deps import Offset, context_of, outbox_of
 from recon_service.api.errors import AUTH_ERRORS, errors
 from recon_service.api.schemas import JobAccepted, JobList, JobOut
 from recon_service.api.submission import submit
@@ -42,6 +42,11 @@ _SUBMIT_BODY = {
                                                         "the pipeline's defaults"},
             "study": {"type": "string", "description": "JSON object of patient/study attributes (DICOM keywords, "
                                                        "e.g. StudyInstanceUID); overrides the DICOM files' values"},
+            "study_lookup": {"type": "string", "description": "JSON object naming a study to look up in a PACS "
+                                                              "(QIDO-RS or C-FIND): {\"AccessionNumber\": ...} or "
+                                                              "{\"StudyInstanceUID\": ...}, optionally with "
+                                                              "\"source\": a destination name; its patient and "
+                                                              "study attributes fill what 'study' leaves out"},
         }}}},
 }
 
@@ -67,7 +72,7 @@ async def _job(context: ServiceContext, job_id: str) -> JobRecord:
     responses={200: {"model": JobAccepted, "description": "Repeated Idempotency-Key: the existing job."},
                202: {"description": "Queued; poll the Location.",
                      "headers": {"Location": {"description": "the job's URL", "schema": {"type": "string"}}}},
-               **errors(400, *AUTH_ERRORS, 413, 415, 422, 503)},
+               **errors(400, *AUTH_ERRORS, 413, 415, 422, 502, 503)},
     openapi_extra={auditing.AUDIT_KEY: "job.submit", "requestBody": _SUBMIT_BODY},
 )
 async def submit_job(
@@ -111,8 +116,9 @@ async def list_jobs(
 )
 async def get_job(job_id: str, request: Request, principal: Reader, context: Context) -> JobOut:
     job = await _job(context, job_id)
+    deliveries = await run_in_threadpool(outbox_of(context).for_job, job.id)
     await auditing.record(request, "job.read", "ok", principal, job.id, _study_uid(job))
-    return JobOut.of(job)
+    return JobOut.of(job, deliveries)
 
 
 @router.post(

@@ -1,0 +1,101 @@
+"""PACS delivery: the configured destinations, a job's deliveries, pushing a result and releasing a reviewed one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from recon_service.api import auditing
+from recon_service.api.deps import context_of, outbox_of
+from recon_service.api.errors import AUTH_ERRORS, errors
+from recon_service.api.schemas import DeliveryOut, DestinationOut
+from recon_service.context import ServiceContext
+from recon_service.jobs.store import JobRecord, JobState
+from recon_service.pacs.config import DicomWebDestination
+from recon_service.pacs.outbox import DeliveryExists
+from recon_service.security import Principal, require_scope
+
+router = APIRouter(prefix="/v1", tags=["pacs"])
+Reader = Annotated[Principal, Depends(require_scope("jobs:read"))]
+Submitter = Annotated[Principal, Depends(require_scope("jobs:submit"))]
+Reviewer = Annotated[Principal, Depends(require_scope("review"))]
+Context = Annotated[ServiceContext, Depends(context_of)]
+
+
+async def _succeeded_job(context: ServiceContext, job_id: str) -> JobRecord:
+    job = await run_in_threadpool(context.store.get, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id[:64]!r}")
+    if job.state != JobState.SUCCEEDED:
+        raise HTTPException(409, f"job {job.id} has no results to deliver: it is {job.state.value}")
+    return job
+
+
+def _study_uid(job: JobRecord) -> str | None:
+    uid = job.study.get("StudyInstanceUID")
+    return uid if isinstance(uid, str) else None
+
+
+@router.get("/pacs/destinations", response_model=list[DestinationOut], summary="List PACS destinations",
+            description="The destinations of RECON_PACS_CONFIG (no credentials) and which pipelines deliver to "
+                        "each on their own.", responses=errors(*AUTH_ERRORS))
+async def destinations(principal: Reader, context: Context) -> list[DestinationOut]:
+    config = context.pacs
+    out = []
+    for name, dest in sorted(config.destinations.items()):
+        target = dest.url if isinstance(dest, DicomWebDestination) else f"{dest.called_ae}@{dest.host}:{dest.port}"
+        rules = sorted(p for p, names in config.auto_deliver.items() if name in names)
+        out.append(DestinationOut(name=name, kind=dest.kind, target=target, deidentify=dest.deidentify,
+                                  auto_deliver=rules))
+    return out
+
+
+@router.get("/jobs/{job_id}/deliveries", response_model=list[DeliveryOut], summary="A job's PACS deliveries",
+            responses=errors(*AUTH_ERRORS, 404), openapi_extra={auditing.AUDIT_KEY: "pacs.read"})
+async def job_deliveries(job_id: str, request: Request, principal: Reader, context: Context) -> list[DeliveryOut]:
+    job = await run_in_threadpool(context.store.get, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id[:64]!r}")
+    found = await run_in_threadpool(outbox_of(context).for_job, job.id)
+    await auditing.record(request, "pacs.read", "ok", principal, job.id, _study_uid(job))
+    return [DeliveryOut.of(d) for d in found]
+
+
+@router.post("/jobs/{job_id}/deliveries", status_code=202, response_model=DeliveryOut,
+             summary="Send a job's result to a PACS destination",
+             description="Queues the result series (and the uncertainty series, when there is one) for the "
+                         "destination; the outbox sends them, retrying until the destination takes them. A failed "
+                         "earlier delivery to the same destination is queued again; an open or delivered one "
+                         "answers 409.",
+             responses=errors(*AUTH_ERRORS, 404, 409, 422), openapi_extra={auditing.AUDIT_KEY: "pacs.request"})
+async def request_delivery(
+    job_id: str, request: Request, response: Response, principal: Submitter, context: Context,
+    destination: Annotated[str, Query(min_length=1, max_length=64,
+                                      description="a configured destination (GET /v1/pacs/destinations)")],
+) -> DeliveryOut:
+    job = await _succeeded_job(context, job_id)
+    try:
+        record = await run_in_threadpool(outbox_of(context).request, job.id, destination, principal.name)
+    except KeyError as err:
+        raise HTTPException(422, str(err.args[0])) from err
+    except DeliveryExists as err:
+        raise HTTPException(409, str(err)) from err
+    response.headers["Location"] = f"/v1/jobs/{job.id}/deliveries"
+    await auditing.record(request, "pacs.request", "ok", principal, job.id, _study_uid(job),
+                          f"destination {destination}")
+    return DeliveryOut.of(record)
+
+
+@router.post("/jobs/{job_id}/approve", response_model=list[DeliveryOut],
+             summary="Approve a reviewed result for delivery",
+             description="Releases the job's deliveries that wait for review (learned pipelines by default) to the "
+                         "outbox. Answers the deliveries released (none when nothing waited).",
+             responses=errors(*AUTH_ERRORS, 404, 409), openapi_extra={auditing.AUDIT_KEY: "pacs.approve"})
+async def approve(job_id: str, request: Request, principal: Reviewer, context: Context) -> list[DeliveryOut]:
+    job = await _succeeded_job(context, job_id)
+    released = await run_in_threadpool(outbox_of(context).approve, job.id)
+    await auditing.record(request, "pacs.approve", "ok", principal, job.id, _study_uid(job),
+                          f"released {', '.join(d.destination for d in released) or 'nothing'}")
+    return [DeliveryOut.of(d) for d in released]
