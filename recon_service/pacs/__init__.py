@@ -1,0 +1,1 @@
+"""PACS integration: destinations, the outbox, de-identification, study lookup, the DICOM listeners."""
