@@ -106,6 +106,17 @@ class OrthancServer:
         response.raise_for_status()
         return response.json()
 
+    def add_modality(self, name: str, aet: str, host: str, port: int) -> None:
+        response = httpx.put(f"{self.url}/modalities/{name}", auth=(USER, PASSWORD), timeout=30,
+                             json={"AET": aet, "Host": host, "Port": port})
+        response.raise_for_status()
+
+    def send_to_modality(self, name: str, resource_ids: list[str]) -> dict:
+        """C-STORE the Orthanc resources (study/series/instance ids) to a modality; Orthanc's answer."""
+        response = httpx.post(f"{self.url}/modalities/{name}/store", auth=(USER, PASSWORD), timeout=120,
+                              json={"Resources": resource_ids, "Synchronous": True})
+        return {"status": response.status_code, "body": response.json() if response.content else None}
+
     def instances_of_study(self, study_uid: str) -> list[str]:
         """SOPInstanceUIDs Orthanc holds in the study ``study_uid``."""
         found = httpx.post(self.url + "/tools/find", auth=(USER, PASSWORD), timeout=30,

@@ -41,3 +41,18 @@ def succeeded_job(store, data_dir: Path, pipeline: str = "mri-cg-sense", slices:
     also = (lambda session: add_deliveries(session, job.id, planned, "auto")) if planned else None
     store.finish(job.id, JobState.SUCCEEDED, result={"files": files}, also=also)
     return job.id
+
+
+def ct_series(out_dir: Path, slices: int = 6, size: int = 32, study: dict | None = None,
+              description: str = "Head CT") -> list[Path]:
+    """A small CT image series (a disc of soft tissue with a bright insert, in HU) as a scanner would send it."""
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    disc = np.where(xx**2 + yy**2 < 0.16, 40.0, -1000.0)
+    disc[(xx - 0.1) ** 2 + yy**2 < 0.01] = 700.0
+    hu = np.repeat(disc[None], slices, axis=0).astype(np.float32)
+    volume = ImageVolume(hu, np.diag([0.8, 0.8, 2.0, 1.0]), {"units": "HU", "method": "scanner"})
+    info = StudyInfo.from_mapping(STUDY if study is None else study).with_uid()
+    from pipelines.io.dicom_series import write_dicom_series
+
+    return write_dicom_series(volume, out_dir, "CT", info, Provenance(method="scanner", pipeline="scanner"),
+                              series_description=description)

@@ -85,7 +85,7 @@ def test_without_a_token_every_v1_route_refuses(case, server):
     case.headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
     response = case.call_and_validate(base_url=server.url, checks=CHECKS, timeout=30)
     # (negative cases also try methods the route does not have: 405 for those is right)
-    if case.path.startswith("/v1/") and case.method.upper() == case.operation.method.upper():
+    if case.path.startswith(("/v1/", "/dicomweb/")) and case.method.upper() == case.operation.method.upper():
         assert response.status_code == 401, (case.method, case.path, response.status_code, response.text[:200])
 
 

@@ -17,7 +17,9 @@ KNOWN_PROTECTED = {("post", "/v1/jobs"), ("get", "/v1/jobs"), ("get", "/v1/jobs/
                    ("post", "/v1/jobs/{job_id}/cancel"), ("get", "/v1/jobs/{job_id}/result"),
                    ("get", "/v1/pipelines"), ("get", "/v1/models"), ("get", "/v1/audit"),
                    ("get", "/v1/pacs/destinations"), ("get", "/v1/jobs/{job_id}/deliveries"),
-                   ("post", "/v1/jobs/{job_id}/deliveries"), ("post", "/v1/jobs/{job_id}/approve")}
+                   ("post", "/v1/jobs/{job_id}/deliveries"), ("post", "/v1/jobs/{job_id}/approve"),
+                   ("post", "/dicomweb/studies"), ("get", "/dicomweb/studies"),
+                   ("get", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered")}
 # the routes a review token may call; every other protected route refuses it
 REVIEW_ROUTES = {("post", "/v1/jobs/{job_id}/approve")}
 PATIENT_NAME = "Secretname^Janet"
@@ -79,7 +81,9 @@ def test_every_non_public_route_needs_a_valid_token_with_its_scope(server, job):
     checked = set()
     for path, operations in schema["paths"].items():
         for method, op in operations.items():
-            url = path.replace("{job_id}", job)
+            url = path.replace("{job_id}", job).replace("{frame}", "1")
+            for uid in ("{study}", "{series}", "{instance}"):
+                url = url.replace(uid, "1.2.3")
             assert "{" not in url, f"test does not know how to fill {path}"
             if path in PUBLIC:
                 assert "security" not in op and method == "get"

@@ -4,9 +4,8 @@ consistently (one study stays one study, a resend gives the same UIDs), register
 import pydicom
 from pacs_fixtures import STUDY, job_result
 
-from recon_service.jobs.results import results_dir
+from recon_service.jobs.results import result_dicom_files, results_dir
 from recon_service.pacs.deidentify import EMPTY, REMOVE, deidentify, remap_uid
-from recon_service.pacs.outbox import result_instances
 
 SECRET = b"k" * 32
 
@@ -21,7 +20,7 @@ def walk(ds):
 
 def test_no_identifying_attribute_survives(tmp_path):
     job_result(tmp_path, "job1", slices=3, uncertainty=True)
-    paths = result_instances(tmp_path, "job1")
+    paths = result_dicom_files(tmp_path, "job1")
     assert len(paths) == 6
     originals = [pydicom.dcmread(p) for p in paths]
     # the source carries the identity, so the test would see it if it survived

@@ -10,6 +10,7 @@ from orthanc import AET, PASSWORD, USER, OrthancServer
 from pacs_fixtures import STUDY, succeeded_job
 
 from recon_service.context import ServiceContext
+from recon_service.jobs.results import result_dicom_files
 from recon_service.pacs.config import PacsConfig
 from recon_service.pacs.lookup import LookupUnavailable, StudyNotFound, lookup_study
 from recon_service.pacs.outbox import (
@@ -20,7 +21,6 @@ from recon_service.pacs.outbox import (
     Outbox,
     OutboxRunner,
     planned_deliveries,
-    result_instances,
 )
 from recon_service.settings import Settings
 
@@ -61,7 +61,7 @@ def run_until_settled(runner: OutboxRunner, job_id: str, timeout: float = 60.0) 
 
 
 def study_uid_of(data_dir, job_id: str) -> str:
-    return str(pydicom.dcmread(result_instances(data_dir, job_id)[0]).StudyInstanceUID)
+    return str(pydicom.dcmread(result_dicom_files(data_dir, job_id)[0]).StudyInstanceUID)
 
 
 @pytest.mark.parametrize("destination", ["web", "dimse"])
@@ -73,7 +73,7 @@ def test_delivery_with_the_uncertainty_series(orthanc, service, destination):
     runner = OutboxRunner(outbox, data_dir, service.audit, SECRET)
     [delivery] = run_until_settled(runner, job_id)
     assert (delivery.state, delivery.instances, delivery.sent, delivery.attempts) == (DELIVERED, 8, 8, 1)
-    paths = result_instances(data_dir, job_id)
+    paths = result_dicom_files(data_dir, job_id)
     ours = sorted(str(pydicom.dcmread(p).SOPInstanceUID) for p in paths)
     study = study_uid_of(data_dir, job_id)
     assert sorted(orthanc.instances_of_study(study)) == ours
@@ -174,7 +174,7 @@ def test_study_lookup(orthanc, tmp_path):
     from pacs_fixtures import job_result
 
     job_result(tmp_path, "source", slices=1, study={**STUDY, "accession_number": "LOOKUP-1"})
-    [source] = result_instances(tmp_path, "source")
+    [source] = result_dicom_files(tmp_path, "source")
     orthanc.upload(source)
     uid = str(pydicom.dcmread(source).StudyInstanceUID)
     config = config_for(orthanc)

@@ -14,8 +14,8 @@ from job_inputs import write_brain_mri, write_mri
 from orthanc import AET, PASSWORD, USER, OrthancServer
 from pacs_fixtures import STUDY, job_result
 
+from recon_service.jobs.results import result_dicom_files
 from recon_service.local_server import LocalServer
-from recon_service.pacs.outbox import result_instances
 
 ENV = {"RECON_WORKER_THREADS": "1", "OMP_NUM_THREADS": "1", "RECON_WARMUP": "false"}
 
@@ -56,7 +56,7 @@ def wait_for(fetch, condition, timeout: float = 120.0, what: str = ""):
 
 
 def study_of(server: LocalServer, job_id: str) -> str:
-    return str(pydicom.dcmread(result_instances(server.data_dir, job_id)[0]).StudyInstanceUID)
+    return str(pydicom.dcmread(result_dicom_files(server.data_dir, job_id)[0]).StudyInstanceUID)
 
 
 def delivered(deliveries: list[dict]) -> bool:
@@ -157,7 +157,7 @@ def test_kill_9_in_the_middle_of_a_delivery(tmp_path, orthanc):
             [done] = wait_for(lambda: client.deliveries(job_id), delivered, timeout=120, what="after the restart")
             assert done["attempts"] == 2 and done["sent"] == slices
         assert sorted(orthanc.instances_of_study(study)) == sorted(
-            str(pydicom.dcmread(p).SOPInstanceUID) for p in result_instances(server.data_dir, job_id))
+            str(pydicom.dcmread(p).SOPInstanceUID) for p in result_dicom_files(server.data_dir, job_id))
         assert len(orthanc.series_of_study(study)) == 1
         assert orthanc.new_instance_events() - before == slices
     finally:
@@ -166,7 +166,7 @@ def test_kill_9_in_the_middle_of_a_delivery(tmp_path, orthanc):
 
 def test_study_lookup_at_submission(tmp_path, orthanc):
     job_result(tmp_path / "src", "source", slices=1, study={**STUDY, "accession_number": "ACC-LOOK"})
-    [source] = result_instances(tmp_path / "src", "source")
+    [source] = result_dicom_files(tmp_path / "src", "source")
     orthanc.upload(source)
     uid = str(pydicom.dcmread(source).StudyInstanceUID)
     server = start_server(tmp_path, pacs_config(tmp_path, orthanc))
@@ -180,7 +180,7 @@ def test_study_lookup_at_submission(tmp_path, orthanc):
                 study = client.job(job_id)["study"]
                 assert study["StudyInstanceUID"] == uid and study["PatientID"] == "MRN-0042"
                 assert client.wait(job_id, timeout=300)["state"] == "succeeded"
-                written = pydicom.dcmread(result_instances(server.data_dir, job_id)[0])
+                written = pydicom.dcmread(result_dicom_files(server.data_dir, job_id)[0])
                 assert written.StudyInstanceUID == uid and written.AccessionNumber == "ACC-LOOK"
             assert client.job(by_qido)["study"]["PatientName"] == "Doe^Jane"
             assert client.job(by_cfind)["study"]["PatientName"] == "Given^Name"  # the request wins

@@ -20,7 +20,7 @@ from recon_service.api.background import start_background
 from recon_service.api.body_drain import DrainBody
 from recon_service.api.metrics import RequestMetrics, make_registry
 from recon_service.api.readiness import WarmUp
-from recon_service.api.routers import audit, catalog, health, jobs, pacs
+from recon_service.api.routers import audit, catalog, dicomweb, health, jobs, pacs
 from recon_service.api.uploads import FORM_OVERHEAD
 from recon_service.context import ServiceContext
 from recon_service.settings import Settings, get_settings
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="recon-service", version=_version(), description=DESCRIPTION, lifespan=lifespan,
                   openapi_tags=[{"name": "jobs", "description": "Reconstruction jobs (patient data)."},
                                 {"name": "pacs", "description": "Delivery of results to PACS destinations."},
+                                {"name": "dicomweb", "description": "STOW-RS in; QIDO-RS, WADO-RS out (results)."},
                                 {"name": "catalog", "description": "Pipelines and shipped models."},
                                 {"name": "audit", "description": "The audit log (admin)."},
                                 {"name": "health", "description": "Liveness, readiness, metrics (no auth)."}])
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics, counter=lambda: requests)
     app.add_exception_handler(StarletteHTTPException, auditing.audited_http_exception)
     app.add_exception_handler(RequestValidationError, auditing.audited_validation_error)
-    for module in (jobs, pacs, catalog, audit, health):
+    for module in (jobs, pacs, dicomweb, catalog, audit, health):
         app.include_router(module.router)
     return app
 

@@ -1,7 +1,8 @@
-"""Crash recovery, the job worker processes and the PACS outbox sender, started with the app and stopped with it.
+"""Crash recovery, the job worker processes, the PACS outbox sender and the DICOM inbox (router and C-STORE SCP),
+started with the app and stopped with it.
 
 They live in ``recon_service.jobs`` (``recovery.recover_jobs`` and ``worker.WorkerPool``) and
-``recon_service.pacs.outbox`` (``OutboxRunner``).
+``recon_service.pacs`` (``outbox.OutboxRunner``, ``inbox.InboxRouter``, ``scp.StorageSCP``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class BackgroundHandle:
     pool: Any | None = None
     recovered: Any = field(default_factory=list)
     outbox: Any | None = None
+    inbound: Any | None = None
 
     @property
     def running(self) -> bool:
@@ -35,6 +37,9 @@ class BackgroundHandle:
         return 0 if self.pool is None else self.pool.ready()
 
     def stop(self) -> None:
+        if self.inbound is not None:
+            self.inbound.stop()
+            self.inbound = None
         if self.outbox is not None:
             self.outbox.stop()
             self.outbox = None
@@ -50,11 +55,11 @@ def start_background(context: ServiceContext) -> BackgroundHandle:
         return BackgroundHandle()
     from recon_service.jobs.recovery import recover_jobs
     from recon_service.jobs.worker import WorkerPool
-    from recon_service.pacs.outbox import start_outbox_runner
+    from recon_service.pacs.node import start_inbound, start_outbox_runner
 
     recovered = recover_jobs(context)
     pool = WorkerPool(context.settings)
     pool.start()
     LOG.info("started %d job worker process(es)", context.settings.workers)
-    return BackgroundHandle(pool, recovered, start_outbox_runner(context))
+    return BackgroundHandle(pool, recovered, start_outbox_runner(context), start_inbound(context))
 

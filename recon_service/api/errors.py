@@ -11,6 +11,7 @@ _DESCRIPTIONS = {
     401: "No bearer token, or a token that is not valid (see the WWW-Authenticate header).",
     403: "The token is valid but lacks the scope this route needs.",
     404: "No such job, or the job has no result in this format.",
+    406: "The Accept header asks for a media type this route cannot give (rendered: image/png or image/jpeg).",
     409: "The job is in a state that does not allow this (finished, or not yet succeeded).",
     413: "The uploaded files exceed RECON_MAX_UPLOAD_MB; nothing was stored.",
     415: "The body is not multipart/form-data, or a file is neither HDF5 raw data nor DICOM.",

@@ -124,3 +124,44 @@ class Delivery(Base):
     sender: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class InboxSeries(Base):
+    """A DICOM series being received (C-STORE or STOW-RS) and, once complete, routed to a job (``recon_service.pacs
+    .inbox``)."""
+
+    __tablename__ = "inbox_series"
+
+    series_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(64))
+    via: Mapped[str] = mapped_column(String(16))
+    sender: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ResultInstance(Base):
+    """One DICOM instance of a job's results, indexed for DICOMweb (QIDO-RS search, WADO-RS retrieve)."""
+
+    __tablename__ = "result_instances"
+
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    series_uid: Mapped[str] = mapped_column(String(64), index=True)
+    study_uid: Mapped[str] = mapped_column(String(64), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    modality: Mapped[str] = mapped_column(String(16))
+    series_description: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    patient_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    study_date: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    accession_number: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    study_description: Mapped[str | None] = mapped_column(String(64), nullable=True)

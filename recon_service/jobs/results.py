@@ -112,3 +112,9 @@ def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dic
     os.replace(staging, final)
     fsync_path(final.parent)
     return {fmt: (final / FILES[fmt]).relative_to(data_dir).as_posix() for fmt in formats}
+
+
+def result_dicom_files(data_dir: Path, job_id: str) -> list[Path]:
+    """The DICOM files of a job's results: the image series, then the uncertainty series when there is one."""
+    folder = results_dir(data_dir, job_id)
+    return [*sorted((folder / DICOM_DIR).glob("*.dcm")), *sorted((folder / UNCERTAINTY_DICOM_DIR).glob("*.dcm"))]

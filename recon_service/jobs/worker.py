@@ -155,18 +155,30 @@ def execute_job(context, job, progress_interval: float = 0.25):  # noqa: ANN001,
         return _with_retries(lambda: store.finish(job.id, JobState.FAILED, error=internal),
                              f"finishing job {job.id}")
     LOG.info("job %s succeeded in %.1f s", job.id, time.perf_counter() - start)
-    deliveries = _auto_deliveries(context, job.id, job.pipeline)
-    return _with_retries(lambda: store.finish(job.id, JobState.SUCCEEDED, result=result, also=deliveries),
+    rows = _with_success(context, job.id, job.pipeline)
+    return _with_retries(lambda: store.finish(job.id, JobState.SUCCEEDED, result=result, also=rows),
                          f"finishing job {job.id}")
 
 
-def _auto_deliveries(context, job_id: str, pipeline: str):  # noqa: ANN001, ANN202
-    """The outbox rows a succeeded job gets by the PACS auto-delivery rules (added with its success)."""
+def _with_success(context, job_id: str, pipeline: str):  # noqa: ANN001, ANN202
+    """What a succeeded job adds in the transaction of its success: its result instances in the DICOMweb index,
+    and the outbox rows of the PACS auto-delivery rules."""
     from recon_service.jobs.catalog import get_pipeline
     from recon_service.pacs.outbox import add_deliveries, planned_deliveries
+    from recon_service.pacs.result_index import add_index, index_rows
 
     planned = planned_deliveries(context.pacs, pipeline, get_pipeline(pipeline).learned)
-    return (lambda session: add_deliveries(session, job_id, planned, "auto")) if planned else None
+    try:
+        indexed = index_rows(context.settings.data_dir, job_id)
+    except Exception:  # the job's results stand; only DICOMweb will not list them
+        LOG.exception("job %s: could not index its DICOM results for DICOMweb", job_id)
+        indexed = []
+
+    def add(session) -> None:  # noqa: ANN001
+        add_index(session, indexed)
+        add_deliveries(session, job_id, planned, "auto")
+
+    return add
 
 
 @dataclass(frozen=True)
@@ -447,13 +459,13 @@ class WorkerPool:
 # --- standalone ------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m recon_service.jobs.worker``: a pool without the API (and the PACS outbox sender when
-    destinations are configured), until SIGTERM/SIGINT.
+    """``python -m recon_service.jobs.worker``: a pool without the API (with the PACS outbox sender and the DICOM
+    inbox when configured), until SIGTERM/SIGINT.
 
     Prints one JSON line ``{"pid": ..., "workers": [pids]}`` once the workers are started."""
     from recon_service.context import ServiceContext
     from recon_service.jobs.recovery import recover_jobs
-    from recon_service.pacs.outbox import start_outbox_runner
+    from recon_service.pacs.node import start_inbound, start_outbox_runner
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default RECON_WORKERS)")
@@ -472,11 +484,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda signum, _frame: signals.append(signum))
     pool.start()
     outbox = start_outbox_runner(context)  # this node also sends results to the PACS destinations
+    inbound = start_inbound(context)  # and routes received series (and listens for C-STORE, when configured)
     print(json.dumps({"pid": os.getpid(), "workers": pool.pids()}), flush=True)
     while not signals:
         time.sleep(0.2)
-    if outbox is not None:
-        outbox.stop()
+    for service in (inbound, outbox):
+        if service is not None:
+            service.stop()
     pool.stop()
     return 0
 

@@ -93,6 +93,84 @@ class RetryPolicy(_Strict):
     poll_s: float = Field(1.0, gt=0, le=60, description="how often the outbox looks for due deliveries")
 
 
+class SparseViewSimulation(_Strict):
+    """Forward-project a received CT image series to a sparse-view sinogram (with the series as reference), the
+    input of a CT pipeline: research and QA of sparse-view reconstruction on the site's own images."""
+
+    views: int = Field(ge=2, le=720)
+    arc_deg: float | None = Field(None, gt=0, le=360, description="default: 180 degrees")
+    size: int = Field(128, ge=16, le=512, description="in-plane grid (the larger extent of the series)")
+    slices: int = Field(16, ge=1, le=512, description="the central slices of the series")
+    noise_i0: float | None = Field(None, gt=0, description="incident photons per ray (Poisson noise); none: none")
+
+
+class SeriesMatch(_Strict):
+    modality: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+    sop_class: str | None = Field(None, pattern=r"^[0-9.]{1,64}$", description="SOPClassUID")
+    series_description: str | None = Field(None, max_length=200, description="regular expression (search)")
+
+    @field_validator("series_description")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        import re
+
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"not a regular expression: {err}") from err
+        return value
+
+
+class InboundRule(_Strict):
+    name: str = Field(pattern=NAME)
+    match: SeriesMatch = Field(default_factory=SeriesMatch)
+    pipeline: str = Field(description="the pipeline the series' job runs")
+    params: dict = Field(default_factory=dict, description="the job's parameters")
+    simulate: SparseViewSimulation = Field(description="how the image series becomes the pipeline's raw data")
+
+
+class Inbound(_Strict):
+    ae_title: str = Field("RECON", pattern=AE_TITLE, description="our AE title as a storage SCP")
+    host: str = Field("127.0.0.1", description="the address the C-STORE SCP listens on (loopback by default)")
+    port: int | None = Field(None, ge=1, le=65535, description="the C-STORE SCP's port; none: no SCP")
+    allowed_callers: list[str] = Field(default_factory=list, description="calling AE titles whose associations "
+                                                                         "are accepted; every other is refused")
+    stow: bool = Field(True, description="accept STOW-RS at POST /dicomweb/studies (scope jobs:submit)")
+    series_timeout_s: float = Field(10.0, gt=0, le=3600, description="a series is complete once no instance of it "
+                                                                     "arrived for this long")
+    rules: list[InboundRule] = Field(default_factory=list, description="first match wins; a series no rule "
+                                                                       "matches is refused")
+
+    @field_validator("allowed_callers")
+    @classmethod
+    def _aets(cls, value: list[str]) -> list[str]:
+        import re
+
+        for aet in value:
+            if not re.fullmatch(AE_TITLE, aet):
+                raise ValueError(f"{aet!r} is not an AE title (1 to 16 printable characters)")
+        return value
+
+    @model_validator(mode="after")
+    def _pipelines(self) -> Inbound:
+        from recon_service.jobs.catalog import get_pipeline
+
+        for rule in self.rules:
+            try:
+                info = get_pipeline(rule.pipeline)
+            except KeyError as err:
+                raise ValueError(f"rule {rule.name!r}: {err.args[0]}") from None
+            if info.modality != "ct":
+                raise ValueError(f"rule {rule.name!r}: a received image series is simulated as a CT sinogram; "
+                                 f"pipeline {rule.pipeline!r} reconstructs {info.modality.upper()}")
+            try:
+                info.check(rule.params)
+            except ValueError as err:
+                raise ValueError(f"rule {rule.name!r}: {err}") from None
+        return self
+
+
 class PacsConfig(_Strict):
     destinations: dict[str, Destination] = Field(default_factory=dict)
     auto_deliver: dict[str, list[str]] = Field(
@@ -104,6 +182,7 @@ class PacsConfig(_Strict):
     study_lookup: str | None = Field(None, description="the destination queried for a study (QIDO-RS or C-FIND) "
                                                        "when a submission asks for a lookup without naming one")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    inbound: Inbound = Field(default_factory=Inbound)
 
     @field_validator("destinations")
     @classmethod

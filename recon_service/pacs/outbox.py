@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from recon_service.audit import AuditLog
 from recon_service.db.schema import Delivery, Job
-from recon_service.jobs.results import DICOM_DIR, UNCERTAINTY_DICOM_DIR, results_dir
+from recon_service.jobs.results import result_dicom_files
 from recon_service.jobs.store import utcnow
 from recon_service.pacs.config import PacsConfig
 from recon_service.pacs.deidentify import deidentify
@@ -85,12 +85,6 @@ def add_deliveries(session: Session, job_id: str, planned: list[tuple[str, str]]
         session.add(Delivery(job_id=job_id, destination=destination, state=state, requested_by=requested_by,
                              attempts=0, failures=0, sent=0, created_at=now,
                              next_attempt_at=now if state == PENDING else None))
-
-
-def result_instances(data_dir: Path, job_id: str) -> list[Path]:
-    """The DICOM files of a job's results: the image series, then the uncertainty series when there is one."""
-    folder = results_dir(data_dir, job_id)
-    return [*sorted((folder / DICOM_DIR).glob("*.dcm")), *sorted((folder / UNCERTAINTY_DICOM_DIR).glob("*.dcm"))]
 
 
 class Outbox:
@@ -260,7 +254,7 @@ class OutboxRunner:
     def _deliver(self, delivery: DeliveryRecord) -> None:
         study_uid = _study_uid(self.outbox.engine, delivery.job_id)
         where = f"to {delivery.destination} (attempt {delivery.attempts})"
-        paths = result_instances(self.data_dir, delivery.job_id)
+        paths = result_dicom_files(self.data_dir, delivery.job_id)
         try:
             destination = self.outbox.config.destination(delivery.destination)
             if not paths:
@@ -336,13 +330,3 @@ def deidentification_secret(data_dir: Path) -> bytes:
     return path.read_bytes()
 
 
-
-def start_outbox_runner(context) -> OutboxRunner | None:  # noqa: ANN001 - recon_service.context.ServiceContext
-    """Start the outbox sender thread of a service or worker node, when PACS destinations are configured."""
-    if not context.pacs.enabled:
-        return None
-    runner = OutboxRunner(Outbox(context.engine, context.pacs), context.settings.data_dir, context.audit,
-                          deidentification_secret(context.settings.data_dir))
-    runner.start()
-    LOG.info("PACS outbox sending to %s", ", ".join(sorted(context.pacs.destinations)))
-    return runner
