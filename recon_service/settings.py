@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     providers: str = Field("", description="ONNX Runtime provider preference, comma separated; default "
                                            "TensorRT > CUDA > CPU, whichever is available")
     warmup: bool = Field(True, description="load and run the shipped models once before /readyz says ready")
+    cors_origins: list[str] = Field(default_factory=list,
+                                    description="browser origins allowed to call the API and /dicomweb (a DICOMweb "
+                                                "viewer such as OHIF served elsewhere), as JSON: "
+                                                "'[\"https://viewer.hospital.local\"]'; none by default")
     pacs_config: Path | None = Field(None, description="JSON file of PACS destinations, auto-delivery rules and "
                                                        "the study-lookup source (README: PACS); none: no PACS")
     oidc_jwks_url: str | None = Field(None, description="JWKS URL for OIDC bearer JWTs (optional)")

@@ -78,3 +78,23 @@ def test_serve_refuses_a_bad_configuration_before_starting(tmp_path):
                           timeout=120)
     assert proc.returncode == 2
     assert f"recon: error: PACS configuration {path}: destinations.a.dimse.port" in proc.stderr
+
+
+def test_cors_only_for_configured_origins(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from recon_service.api import create_app
+    from recon_service.settings import Settings
+
+    preflight = {"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET",
+                 "Access-Control-Request-Headers": "authorization"}
+    app = create_app(Settings(data_dir=tmp_path, cors_origins=["https://viewer.example"], warmup=False,
+                              run_workers=False))
+    with TestClient(app) as client:
+        allowed = client.options("/dicomweb/studies", headers=preflight)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://viewer.example"
+        other = client.options("/dicomweb/studies", headers={**preflight, "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    with TestClient(create_app(Settings(data_dir=tmp_path / "b", warmup=False, run_workers=False))) as client:
+        assert "access-control-allow-origin" not in client.options("/dicomweb/studies", headers=preflight).headers

@@ -74,6 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # answers only after the body is read (up to the upload limit): a client still sending gets no reset
     app.add_middleware(DrainBody, max_bytes=int(settings.max_upload_mb * 2**20) + FORM_OVERHEAD)
     app.add_middleware(RequestMetrics, counter=lambda: requests)
+    if settings.cors_origins:  # a viewer on another origin (OHIF) reading /dicomweb with its bearer token
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "Accept"])
     app.add_exception_handler(StarletteHTTPException, auditing.audited_http_exception)
     app.add_exception_handler(RequestValidationError, auditing.audited_validation_error)
     for module in (jobs, pacs, dicomweb, catalog, audit, health):
