@@ -94,8 +94,10 @@ class ReconClient:
     def deliver(self, job_id: str, destination: str) -> dict[str, Any]:
         return self._check(self.http.post(f"/v1/jobs/{job_id}/deliveries", params={"destination": destination})).json()
 
-    def approve(self, job_id: str) -> list[dict[str, Any]]:
-        return self._check(self.http.post(f"/v1/jobs/{job_id}/approve")).json()
+    def review(self, job_id: str, decision: str, comment: str = "") -> dict[str, Any]:
+        """Approve or reject a result (``decision``: approve | reject); the review scope is needed."""
+        return self._check(self.http.post(f"/v1/jobs/{job_id}/review",
+                                          json={"decision": decision, "comment": comment})).json()
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._check(self.http.get(f"/v1/jobs/{job_id}")).json()

@@ -3,7 +3,8 @@
 set -euo pipefail
 # dicom3tools: dciodvfy checks the DICOM results; postgresql: the job-store tests start a server on loopback;
 # orthanc + orthanc-dicomweb: the PACS tests start a real Orthanc on loopback; dcmtk: storescu, the ingestion baseline
-packages=(bart ismrmrd-tools dicom3tools postgresql orthanc orthanc-dicomweb dcmtk)
+# chromium: the review tool's browser tests (driven by Playwright's Python package, never a downloaded browser)
+packages=(bart ismrmrd-tools dicom3tools postgresql orthanc orthanc-dicomweb dcmtk chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

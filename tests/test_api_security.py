@@ -12,16 +12,16 @@ from recon_service.api import create_app
 from recon_service.settings import Settings
 
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
-DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/review"}  # /review: the tool's static pages
 KNOWN_PROTECTED = {("post", "/v1/jobs"), ("get", "/v1/jobs"), ("get", "/v1/jobs/{job_id}"),
                    ("post", "/v1/jobs/{job_id}/cancel"), ("get", "/v1/jobs/{job_id}/result"),
                    ("get", "/v1/pipelines"), ("get", "/v1/models"), ("get", "/v1/audit"),
                    ("get", "/v1/pacs/destinations"), ("get", "/v1/jobs/{job_id}/deliveries"),
-                   ("post", "/v1/jobs/{job_id}/deliveries"), ("post", "/v1/jobs/{job_id}/approve"),
+                   ("post", "/v1/jobs/{job_id}/deliveries"), ("post", "/v1/jobs/{job_id}/review"),
                    ("post", "/dicomweb/studies"), ("get", "/dicomweb/studies"),
                    ("get", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered")}
 # the routes a review token may call; every other protected route refuses it
-REVIEW_ROUTES = {("post", "/v1/jobs/{job_id}/approve")}
+REVIEW_ROUTES = {("post", "/v1/jobs/{job_id}/review")}
 PATIENT_NAME = "Secretname^Janet"
 PATIENT_ID = "PID-99871234"
 
@@ -56,8 +56,8 @@ def _all_routes(app):
     except ImportError:
         return [(r.path, getattr(r, "methods", None) or set(), getattr(r, "include_in_schema", False),
                  isinstance(r, APIRoute)) for r in app.routes]
-    return [(rc.path, rc.methods or set(), rc.include_in_schema, isinstance(rc.original_route, APIRoute))
-            for rc in iter_route_contexts(app.routes)]
+    return [(rc.path, getattr(rc, "methods", None) or set(), getattr(rc, "include_in_schema", False),
+             isinstance(rc.original_route, APIRoute)) for rc in iter_route_contexts(app.routes)]
 
 
 def test_no_route_escapes_the_schema(tmp_path):
@@ -81,7 +81,8 @@ def test_every_non_public_route_needs_a_valid_token_with_its_scope(server, job):
     checked = set()
     for path, operations in schema["paths"].items():
         for method, op in operations.items():
-            url = path.replace("{job_id}", job).replace("{frame}", "1")
+            url = path.replace("{job_id}", job).replace("{frame}", "1").replace("{index}", "0")
+            url = url.replace("{name}", "recon")
             for uid in ("{study}", "{series}", "{instance}"):
                 url = url.replace(uid, "1.2.3")
             assert "{" not in url, f"test does not know how to fill {path}"
@@ -111,7 +112,7 @@ def test_every_non_public_route_needs_a_valid_token_with_its_scope(server, job):
         assert reader.post("/v1/jobs", files=[("file", ("x.h5", b"x"))], data={"pipeline": "ct-fbp"}).status_code \
             == 403
         assert reader.get("/v1/audit").status_code == 403
-        assert reader.post(f"/v1/jobs/{job}/approve").status_code == 403
+        assert reader.post(f"/v1/jobs/{job}/review", json={"decision": "approve"}).status_code == 403
         assert reader.post(f"/v1/jobs/{job}/deliveries", params={"destination": "x"}).status_code == 403
 
 

@@ -22,6 +22,7 @@ from recon_service.pacs.outbox import (
     OutboxRunner,
     planned_deliveries,
 )
+from recon_service.review.decisions import Reviews
 from recon_service.settings import Settings
 
 SECRET = b"s" * 32
@@ -127,7 +128,7 @@ def test_auto_rules_and_approval(orthanc, service):
     study = study_uid_of(data_dir, job_id)
     assert orthanc.instances_of_study(study) == []
     assert outbox.figures()["web"][AWAITING_APPROVAL] == 1
-    assert [d.destination for d in outbox.approve(job_id)] == ["web", "dimse"]
+    Reviews(service.engine, config).decide(job_id, "mri-rim", "approve", "", "static-3")
     assert {d.state for d in run_until_settled(runner, job_id)} == {DELIVERED}
     assert len(orthanc.instances_of_study(study)) == 4
 

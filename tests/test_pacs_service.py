@@ -85,9 +85,11 @@ def test_auto_delivery_review_metrics_and_audit(tmp_path, orthanc):
             metrics = httpx.get(server.url + "/metrics").text
             assert 'recon_pacs_awaiting_approval{destination="dimse"} 1.0' in metrics
             assert 'recon_pacs_deliveries{destination="web",outcome="delivered"} 1.0' in metrics
+            with pytest.raises(Exception, match="409"):
+                client.deliver(learned, "web")  # no manual push around the review either
             with pytest.raises(Exception, match="403"):
-                client.approve(learned)  # a submitter is not a reviewer
-            assert [d["state"] for d in reviewer.approve(learned)] == ["pending"]
+                client.review(learned, "approve")  # a submitter is not a reviewer
+            assert [d["state"] for d in reviewer.review(learned, "approve")["deliveries"]] == ["pending"]
             wait_for(lambda: client.deliveries(learned), delivered, what="learned delivery")
             assert len(orthanc.instances_of_study(study_of(server, learned))) == 2
             # a manual push of the learned result to the other destination; a second one is refused
@@ -103,7 +105,7 @@ def test_auto_delivery_review_metrics_and_audit(tmp_path, orthanc):
             assert 'recon_pacs_delivery_failures_total{destination="dimse"} 0.0' in metrics
             audit = admin.http.get("/v1/audit", params={"job_id": learned}).json()
             actions = [(e["action"], e["outcome"], e["actor"]) for e in audit]
-            assert ("pacs.approve", "ok", "static-3") in actions
+            assert ("review.approve", "ok", "static-3") in actions
             assert ("pacs.deliver", "ok", "pacs-outbox") in actions and ("pacs.request", "ok", "static-1") in actions
             names = [d["name"] for d in client.http.get("/v1/pacs/destinations").json()]
             assert names == ["dimse", "web"] and PASSWORD not in client.http.get("/v1/pacs/destinations").text

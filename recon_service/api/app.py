@@ -20,9 +20,10 @@ from recon_service.api.background import start_background
 from recon_service.api.body_drain import DrainBody
 from recon_service.api.metrics import RequestMetrics, make_registry
 from recon_service.api.readiness import WarmUp
-from recon_service.api.routers import audit, catalog, dicomweb, health, jobs, pacs
+from recon_service.api.routers import audit, catalog, dicomweb, health, jobs, pacs, review
 from recon_service.api.uploads import FORM_OVERHEAD
 from recon_service.context import ServiceContext
+from recon_service.review.pages import mount_review_tool
 from recon_service.settings import Settings, get_settings
 
 LOG = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="recon-service", version=_version(), description=DESCRIPTION, lifespan=lifespan,
                   openapi_tags=[{"name": "jobs", "description": "Reconstruction jobs (patient data)."},
+                                {"name": "review", "description": "The review tool's worklist, images and decisions "
+                                                                  "(the tool itself: /review)."},
                                 {"name": "pacs", "description": "Delivery of results to PACS destinations."},
                                 {"name": "dicomweb", "description": "STOW-RS in; QIDO-RS, WADO-RS out (results)."},
                                 {"name": "catalog", "description": "Pipelines and shipped models."},
@@ -81,8 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type", "Accept"])
     app.add_exception_handler(StarletteHTTPException, auditing.audited_http_exception)
     app.add_exception_handler(RequestValidationError, auditing.audited_validation_error)
-    for module in (jobs, pacs, dicomweb, catalog, audit, health):
+    for module in (jobs, review, pacs, dicomweb, catalog, audit, health):
         app.include_router(module.router)
+    mount_review_tool(app)
     return app
 
 

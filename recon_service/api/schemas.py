@@ -89,9 +89,11 @@ class JobOut(BaseModel):
                                                                       "reference, when it had one")
     deliveries: list[DeliveryOut] | None = Field(None, description="the result's PACS deliveries (on GET of one "
                                                                    "job)")
+    review: dict[str, Any] | None = Field(None, description="the review decision (approved or rejected, comment, "
+                                                            "reviewer, time), on GET of one job once decided")
 
     @classmethod
-    def of(cls, job: JobRecord, deliveries: list[Any] | None = None) -> JobOut:
+    def of(cls, job: JobRecord, deliveries: list[Any] | None = None, review: Any | None = None) -> JobOut:
         result = job.result or {}
         files = result.get("files") or {}
         formats = [f for f in RESULT_FORMATS if isinstance(files.get(f), str)] if job.state == "succeeded" else []
@@ -101,6 +103,8 @@ class JobOut(BaseModel):
                    started_at=job.started_at, finished_at=job.finished_at, results=formats,
                    provenance=result.get("provenance"), metrics=result.get("metrics"),
                    deliveries=None if deliveries is None else [DeliveryOut.of(d) for d in deliveries],
+                   review=None if review is None else {"decision": review.decision, "comment": review.comment,
+                                                       "reviewer": review.reviewer, "decided_at": review.decided_at},
                    inputs=[JobInputOut(position=i.position, filename=i.filename, size=i.size, sha256=i.sha256,
                                        kind=i.kind) for i in job.inputs])
 

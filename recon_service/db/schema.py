@@ -165,3 +165,15 @@ class ResultInstance(Base):
     study_date: Mapped[str | None] = mapped_column(String(8), nullable=True)
     accession_number: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
     study_description: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Review(Base):
+    """A reviewer's final decision on a job's result (the review tool): approved for the archive, or rejected."""
+
+    __tablename__ = "reviews"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)

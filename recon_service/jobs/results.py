@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
@@ -32,7 +33,7 @@ from pipelines.io.outputs import write_volume_outputs
 RESULTS_DIR = "results"
 FILES = {"nifti": "recon.nii.gz", "png": "preview.png", "metrics": "metrics.json", "dicom": "series.zip",
          "uncertainty": "recon_uncertainty.nii.gz",  # the name outputs.uncertainty_path gives recon.nii.gz
-         "uncertainty-dicom": "uncertainty_series.zip"}
+         "uncertainty-dicom": "uncertainty_series.zip", "panes": "review-panes"}
 DICOM_DIR = "dicom"
 UNCERTAINTY_DICOM_DIR = "dicom-uncertainty"
 DICOM_MODALITY = {"mri": "MR", "ct": "CT"}
@@ -67,13 +68,16 @@ def results_dir(data_dir: Path, job_id: str) -> Path:
 
 
 def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dict[str, float] | None = None,
-                  info: dict[str, Any] | None = None, dicom: DicomSeries | None = None) -> dict[str, str]:
+                  info: dict[str, Any] | None = None, dicom: DicomSeries | None = None,
+                  panes: dict[str, np.ndarray] | None = None) -> dict[str, str]:
     """Write the NIfTI volume, the PNG preview, (with ``metrics``) metrics.json and (with ``dicom``) the DICOM
     series and its zip for ``job_id``.
 
     ``info`` (pipeline, method, ...) goes into metrics.json next to the numbers. Returns
     ``{format: path relative to data_dir}`` with formats ``nifti``, ``png``, ``metrics`` and ``dicom``, and for a
-    volume with an uncertainty map ``uncertainty`` (NIfTI) and, with ``dicom``, ``uncertainty-dicom``.
+    volume with an uncertainty map ``uncertainty`` (NIfTI) and, with ``dicom``, ``uncertainty-dicom``. ``panes``
+    (the review tool's comparison images, ``pipelines.comparison``) go with the reconstruction's own magnitude and
+    uncertainty into the folder ``panes``, one float32 ``<pane>.npy`` each (read a slice at a time, memory-mapped).
     """
     data_dir = Path(data_dir)
     final = results_dir(data_dir, job_id)
@@ -102,6 +106,17 @@ def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dic
             written += [*maps, zip_series(maps, staging / FILES["uncertainty-dicom"])]
             formats.append("uncertainty-dicom")
             folders.append(staging / UNCERTAINTY_DICOM_DIR)
+    if panes is not None:
+        arrays = {"recon": volume.magnitude(), **panes}
+        if volume.uncertainty is not None:
+            arrays["uncertainty"] = np.asarray(volume.uncertainty, dtype=np.float32)
+        (staging / FILES["panes"]).mkdir()
+        for name, array in arrays.items():
+            path = staging / FILES["panes"] / f"{name}.npy"
+            np.save(path, np.ascontiguousarray(array, dtype=np.float32))
+            written.append(path)
+        folders.append(staging / FILES["panes"])
+        formats.append("panes")
     for path in written:
         fsync_path(path)
     for folder in folders:

@@ -213,6 +213,13 @@ def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> di
             raise JobFailed(f"input {record.filename!r}: {scrub.for_client(err.problem)}") from err
         except ValueError as err:  # bad parameters, a model that does not fit, ...
             raise JobFailed(f"pipeline {info.name!r}: {scrub.for_client(str(err))}") from err
+        panes = None
+        if info.learned:  # what the reviewer compares it with (pipelines.comparison)
+            from pipelines.comparison import comparison_panes
+
+            stage = "computing the comparison images"
+            progress(RECON_END, "computing the comparison images")
+            panes = comparison_panes(acq)
         stage = "writing results"
         progress(RECON_END, "writing results")
         attrs = recon.volume.attrs
@@ -226,7 +233,7 @@ def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> di
         dicom = DicomSeries(info.modality, _study(job, acq), _dicom_provenance(provenance),
                             f"{info.name} reconstruction")
         files = write_results(data_dir, job.id, recon.volume, metrics,
-                              {"job_id": job.id, "pipeline": info.name, "method": info.method.name}, dicom)
+                              {"job_id": job.id, "pipeline": info.name, "method": info.method.name}, dicom, panes)
         provenance["seconds"] = time.perf_counter() - started
         return _jsonable({"files": files, "provenance": provenance, "metrics": metrics})
     except (JobCancelled, JobFailed):

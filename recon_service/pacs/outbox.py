@@ -1,12 +1,12 @@
 """The persistent outbox: a job's result series on their way to PACS destinations, one ``deliveries`` row each.
 
 States:
-- ``awaiting-approval``: a learned pipeline's result waits for a reviewer (``approve``) before it may go.
+- ``awaiting-approval``: a learned pipeline's result waits for a reviewer's approval before it may go.
 - ``pending``: due at ``next_attempt_at``.
 - ``sending``: a sender holds it until ``lease_until`` and renews the lease as instances go out. A sender that
   died (``kill -9``, power) leaves the lease to run out; then any sender takes the delivery up again.
 - ``delivered`` and ``failed`` (the peer refused the data itself, or the destination is no longer configured)
-  are final.
+  are final; so is ``rejected``: a reviewer kept the result out of the archive (``recon_service.review``).
 
 Every attempt sends the same files, so the same SOP instance UIDs: a PACS stores an instance it already holds
 once, and a retry after an outage or a crash cannot duplicate the series. A failed attempt is retried after a
@@ -40,7 +40,7 @@ from recon_service.pacs.senders import DeliveryError, send
 
 LOG = logging.getLogger(__name__)
 AWAITING_APPROVAL, PENDING, SENDING = "awaiting-approval", "pending", "sending"
-DELIVERED, FAILED = "delivered", "failed"
+DELIVERED, FAILED, REJECTED = "delivered", "failed", "rejected"
 OPEN_STATES = (AWAITING_APPROVAL, PENDING, SENDING)
 ACTOR = "pacs-outbox"
 MAX_ERROR = 500
@@ -118,17 +118,6 @@ class Outbox:
             except IntegrityError as err:  # a concurrent request for the same pair
                 raise DeliveryExists(f"job {job_id} already has a delivery to {destination!r}") from err
             return self._one(session, job_id, destination)
-
-    def approve(self, job_id: str) -> list[DeliveryRecord]:
-        """Release the job's deliveries that wait for review; returns them."""
-        with self._session() as session:
-            rows = session.scalars(select(Delivery).where(Delivery.job_id == job_id,
-                                                          Delivery.state == AWAITING_APPROVAL)).all()
-            now = utcnow()
-            for row in rows:
-                row.state, row.next_attempt_at = PENDING, now
-            session.commit()
-            return [DeliveryRecord.of(r) for r in rows]
 
     # --- reading --------------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from recon_service.api.schemas import JobAccepted, JobList, JobOut
 from recon_service.api.submission import submit
 from recon_service.context import ServiceContext
 from recon_service.jobs.store import JobConflict, JobRecord, JobState
+from recon_service.review.decisions import Reviews
 from recon_service.security import Principal, require_scope
 from recon_service.storage import StorageError, result_file
 
@@ -117,8 +118,9 @@ async def list_jobs(
 async def get_job(job_id: str, request: Request, principal: Reader, context: Context) -> JobOut:
     job = await _job(context, job_id)
     deliveries = await run_in_threadpool(outbox_of(context).for_job, job.id)
+    review = await run_in_threadpool(Reviews(context.engine, context.pacs).get, job.id)
     await auditing.record(request, "job.read", "ok", principal, job.id, _study_uid(job))
-    return JobOut.of(job, deliveries)
+    return JobOut.of(job, deliveries, review)
 
 
 @router.post(

@@ -1,4 +1,5 @@
-"""PACS delivery: the configured destinations, a job's deliveries, pushing a result and releasing a reviewed one."""
+"""PACS delivery: the configured destinations, a job's deliveries, and pushing a result to a destination (a learned
+result once it is approved in review)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from recon_service.security import Principal, require_scope
 router = APIRouter(prefix="/v1", tags=["pacs"])
 Reader = Annotated[Principal, Depends(require_scope("jobs:read"))]
 Submitter = Annotated[Principal, Depends(require_scope("jobs:submit"))]
-Reviewer = Annotated[Principal, Depends(require_scope("review"))]
 Context = Annotated[ServiceContext, Depends(context_of)]
 
 
@@ -31,6 +31,19 @@ async def _succeeded_job(context: ServiceContext, job_id: str) -> JobRecord:
     if job.state != JobState.SUCCEEDED:
         raise HTTPException(409, f"job {job.id} has no results to deliver: it is {job.state.value}")
     return job
+
+
+def _check_reviewed(context: ServiceContext, job: JobRecord) -> None:
+    """409 for a result a reviewer rejected, or a learned one still waiting for approval."""
+    from recon_service.jobs.catalog import get_pipeline
+    from recon_service.review.decisions import Reviews
+
+    decision = Reviews(context.engine, context.pacs).get(job.id)
+    if decision is not None and decision.decision == "rejected":
+        raise HTTPException(409, f"job {job.id} was rejected in review; it stays out of the archive")
+    if decision is None and context.pacs.needs_review(job.pipeline, get_pipeline(job.pipeline).learned):
+        raise HTTPException(409, f"job {job.id} is a learned result waiting for review; approve it in the review "
+                                 "tool first")
 
 
 def _study_uid(job: JobRecord) -> str | None:
@@ -76,6 +89,7 @@ async def request_delivery(
                                       description="a configured destination (GET /v1/pacs/destinations)")],
 ) -> DeliveryOut:
     job = await _succeeded_job(context, job_id)
+    await run_in_threadpool(_check_reviewed, context, job)
     try:
         record = await run_in_threadpool(outbox_of(context).request, job.id, destination, principal.name)
     except KeyError as err:
@@ -86,16 +100,3 @@ async def request_delivery(
     await auditing.record(request, "pacs.request", "ok", principal, job.id, _study_uid(job),
                           f"destination {destination}")
     return DeliveryOut.of(record)
-
-
-@router.post("/jobs/{job_id}/approve", response_model=list[DeliveryOut],
-             summary="Approve a reviewed result for delivery",
-             description="Releases the job's deliveries that wait for review (learned pipelines by default) to the "
-                         "outbox. Answers the deliveries released (none when nothing waited).",
-             responses=errors(*AUTH_ERRORS, 404, 409), openapi_extra={auditing.AUDIT_KEY: "pacs.approve"})
-async def approve(job_id: str, request: Request, principal: Reviewer, context: Context) -> list[DeliveryOut]:
-    job = await _succeeded_job(context, job_id)
-    released = await run_in_threadpool(outbox_of(context).approve, job.id)
-    await auditing.record(request, "pacs.approve", "ok", principal, job.id, _study_uid(job),
-                          f"released {', '.join(d.destination for d in released) or 'nothing'}")
-    return [DeliveryOut.of(d) for d in released]

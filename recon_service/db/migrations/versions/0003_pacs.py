@@ -1,6 +1,6 @@
 """PACS: the outbox (one row per job and destination, with its delivery state, attempts and schedule) and the
 inbox of received DICOM series (one row per series until it is routed to a job) and the index of result instances
-that DICOMweb searches and serves.
+that DICOMweb searches and serves; the review tool's decisions.
 
 Revision ID: 0003
 Revises: 0002
@@ -75,9 +75,18 @@ def upgrade() -> None:
     )
     for column in ("series_uid", "study_uid", "job_id", "patient_id", "accession_number"):
         op.create_index(f"ix_result_instances_{column}", "result_instances", [column])
+    op.create_table(
+        "reviews",
+        sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("decision", sa.String(16), nullable=False),
+        sa.Column("comment", sa.Text, nullable=False),
+        sa.Column("reviewer", sa.String(128), nullable=False),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("reviews")
     op.drop_table("result_instances")
     op.drop_table("inbox_series")
     op.drop_table("deliveries")
