@@ -96,6 +96,9 @@ def timed(orthanc: OrthancServer, paths: list[Path], send) -> float:  # noqa: AN
     return len(paths) / seconds
 
 
+LOAD_START = os.getloadavg()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=64)
@@ -135,6 +138,7 @@ def main() -> None:
     result = {
         "command": "PYTHONPATH=. python benchmarks/pacs_throughput.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_average_start_end": [round(LOAD_START, 2), round(os.getloadavg()[0], 2)],
         "orthanc": version, "dcmtk": next((line for line in dcmtk if "dcmtk" in line.lower()), dcmtk[:1]),
         "instances": args.instances, "image": f"{args.size}x{args.size} 16-bit MR",
         "instance_bytes": instance_bytes,
