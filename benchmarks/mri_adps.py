@@ -5,8 +5,10 @@ mode, against L1-wavelet, RecurrentVarNet and RIM; and whether the uncertainty m
 
 Data: the simulated brain benchmark's ``test`` set (axial slabs of subjects never trained on, T1/T2/PD, 8 coils,
 128 x 128) at 4x and 8x: ``--slices`` slices per acceleration, taken one per file in file order (the slab's
-second slice). Every method reconstructs from k-space with its declared defaults (nothing was tuned on these
-files); the A-DPS rows differ only in ``model_id``/``mode``/``engine``. Quality: fastMRI PSNR, SSIM and NMSE of
+second slice). Every method reconstructs from k-space with its declared defaults, except A-DPS's one
+data-consistency setting per mode (``step_size`` exact, ``gamma`` fast), chosen on the validation set by
+benchmarks/mri_adps_tune.py (``--tuned``; nothing was tuned on these files); the A-DPS rows differ otherwise only in
+``model_id``/``mode``/``engine``. Quality: fastMRI PSNR, SSIM and NMSE of
 magnitudes against the noise-free RSS reference, mean over the slices; seconds per slice (wall clock, 2 shared
 CPU cores). Uncertainty (A-DPS rows): over the pixels of the head (reference above 5% of its maximum), Spearman's
 rank correlation between the per-pixel standard deviation of the samples and the absolute error of their mean,
@@ -69,13 +71,18 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4, help="A-DPS draws per slice (mean = image, std = map)")
     ap.add_argument("--rows", default="all", help="comma-separated row indices (default all)")
     ap.add_argument("--json", default="benchmarks/results/mri_adps.json")
+    ap.add_argument("--tuned", default="benchmarks/results/mri_adps_tuning.json",
+                    help="the settings mri_adps_tune.py chose on the validation set ('none': the defaults)")
     args = ap.parse_args()
     rows = ROWS if args.rows == "all" else [ROWS[int(i)] for i in args.rows.split(",")]
+    tuned = {} if args.tuned == "none" else json.loads(Path(args.tuned).read_text())["rows"]
+    rows = [(label, method, {**params, **tuned.get(label.replace(" (torch)", "").replace(" (onnx)", ""), {})
+                             .get("chosen", {})}) for label, method, params in rows]
     out: dict[str, Any] = {
         "benchmark": "mri_adps", "command": "PYTHONPATH=. python " + " ".join(shlex.quote(a) for a in sys.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"), "data": f"{args.data}: {args.slices} slices per acceleration",
-        "samples": args.samples, "results": {}}
+        "samples": args.samples, "tuned": {label: p for label, m, p in rows if m == "adps"}, "results": {}}
     for acc in ("4x", "8x"):
         files = dataset_files(args.data, f"*_{acc}*")[:args.slices]
         per_row: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in rows}
