@@ -57,11 +57,14 @@ def service(tmp_path_factory, orthanc):
     path = tmp / "pacs.json"
     path.write_text(json.dumps(config))
     server = LocalServer(tmp / "data", tokens=TOKEN_SETTING, env={**ENV, "RECON_PACS_CONFIG": str(path)},
-                         ready_timeout=120).start()
-    orthanc.add_modality("recon", "RECONSCP", "127.0.0.1", scp_port)
-    server.scp_port = scp_port
-    yield server
-    server.stop()
+                         ready_timeout=120)
+    try:
+        server.start()
+        orthanc.add_modality("recon", "RECONSCP", "127.0.0.1", scp_port)
+        server.scp_port = scp_port
+        yield server
+    finally:
+        server.stop()
 
 
 def jobs_of(client, owner_prefix: str) -> list[dict]:

@@ -47,18 +47,21 @@ def setup(tmp_path_factory):
               "auto_deliver": {"*": ["archive"]}, "retry": {"initial_s": 0.5, "max_s": 1, "poll_s": 0.1}}
     (tmp / "pacs.json").write_text(json.dumps(config))
     server = LocalServer(tmp / "data", tokens=TOKENS, env={**ENV, "RECON_PACS_CONFIG": str(tmp / "pacs.json")},
-                         ready_timeout=120).start()
-    jobs = []
-    with ReconClient(server.url, "submitter") as client:
-        for n, name in enumerate(("Able^Ann", "Baker^Bob")):
-            raw = write_brain_mri(tmp / f"brain{n}.h5", slices=6, size=64)
-            jobs.append(client.submit([raw], "mri-rim", study={"PatientName": name, "PatientID": f"P{n}"})["id"])
-        for job_id in jobs:
-            assert client.wait(job_id, timeout=300)["state"] == "succeeded"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    yield server, orthanc, jobs
-    server.stop()
-    orthanc.close()
+                         ready_timeout=120)
+    try:
+        server.start()
+        jobs = []
+        with ReconClient(server.url, "submitter") as client:
+            for n, name in enumerate(("Able^Ann", "Baker^Bob")):
+                raw = write_brain_mri(tmp / f"brain{n}.h5", slices=6, size=64)
+                jobs.append(client.submit([raw], "mri-rim", study={"PatientName": name, "PatientID": f"P{n}"})["id"])
+            for job_id in jobs:
+                assert client.wait(job_id, timeout=300)["state"] == "succeeded"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        yield server, orthanc, jobs
+    finally:
+        server.stop()
+        orthanc.close()
 
 
 def sign_in(page, server, token: str) -> None:

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -35,6 +34,7 @@ from recon_service.audit import AuditLog
 from recon_service.db.schema import InboxSeries
 from recon_service.jobs.store import JobStore, utcnow
 from recon_service.pacs.config import InboundRule, PacsConfig
+from recon_service.pacs.polling import PollingThread
 
 LOG = logging.getLogger(__name__)
 INBOX_DIR = "inbox"
@@ -232,34 +232,21 @@ def series_job(inbox: Inbox, store: JobStore, row: InboxSeries, max_upload_bytes
     return job.id
 
 
-class InboxRouter:
+class InboxRouter(PollingThread):
     """A thread that routes complete series to jobs until stopped."""
 
+    name = "dicom-inbox"
+
     def __init__(self, inbox: Inbox, store: JobStore, max_upload_bytes: int, poll_s: float = 0.5):
+        super().__init__()
         self.inbox, self.store, self.max_upload_bytes, self.poll_s = inbox, store, max_upload_bytes, poll_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self.inbox.reset_interrupted()
-        self._thread = threading.Thread(target=self._loop, name="dicom-inbox", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                LOG.exception("inbox: routing failed")
-            self._stop.wait(self.poll_s)
+        super().start()
 
     def run_once(self) -> list[str]:
-        """Route every complete series; returns the jobs created."""
+        """Route every complete series; returns the jobs created (none: the thread waits ``poll_s``)."""
         jobs = []
         for row in self.inbox.due():
             if not self.inbox.claim(row):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +35,7 @@ from recon_service.jobs.results import result_dicom_files
 from recon_service.jobs.store import utcnow
 from recon_service.pacs.config import PacsConfig
 from recon_service.pacs.deidentify import deidentify
+from recon_service.pacs.polling import PollingThread
 from recon_service.pacs.senders import DeliveryError, send
 
 LOG = logging.getLogger(__name__)
@@ -202,35 +202,18 @@ class Outbox:
             return row.state
 
 
-class OutboxRunner:
+class OutboxRunner(PollingThread):
     """A thread that sends due deliveries one at a time until stopped. Several runners (threads, processes,
     nodes) may share one database: claiming is a conditional update and a lease."""
 
+    name = "pacs-outbox"
+
     def __init__(self, outbox: Outbox, data_dir: Path, audit: AuditLog, secret: bytes,
                  sender: str | None = None):
+        super().__init__()
         self.outbox, self.data_dir, self.audit, self.secret = outbox, Path(data_dir), audit, secret
         self.sender = sender or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="pacs-outbox", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                worked = self.run_once()
-            except Exception:  # the database away for a moment: try again at the next poll
-                LOG.exception("PACS outbox: poll failed")
-                worked = False
-            if not worked:
-                self._stop.wait(self.outbox.config.retry.poll_s)
+        self.poll_s = outbox.config.retry.poll_s
 
     def run_once(self) -> bool:
         """Send one due delivery if there is one; returns whether there was."""
