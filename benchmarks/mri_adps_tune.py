@@ -3,8 +3,8 @@ validation set (never the test set it is scored on).
 
     PYTHONPATH=. python benchmarks/mri_adps_tune.py [--slices 1] [--samples 1]
 
-Grid (the same size for every row): the exact mode's likelihood ``step_size`` in {0.5, 1, 2} (1 is the
-reference's) for each prior, the fast mode's proximal weight ``gamma`` in {0.5, 1, 2} (1 = 1/||A^H A||) with the
+Grid (the same size for every row): the exact mode's likelihood ``step_size`` in {0.5, 1, 2, 4, 8} (1 is the
+reference's) for each prior, the fast mode's proximal weight ``gamma`` in {0.5, 1, 2, 4, 8} (1 = 1/||A^H A||) with the
 ambient prior on ONNX Runtime. Scored by mean PSNR of the mean of ``--samples`` draws on ``--slices`` slices per
 acceleration (4x and 8x) of data/brain-bench/val (the second slice of each file, in file order). Writes
 benchmarks/results/mri_adps_tuning.json, which mri_adps.py reads.
@@ -29,7 +29,7 @@ from pipelines.io.fastmri import read_fastmri
 from pipelines.metrics import psnr
 from pipelines.pipeline import reconstruct
 
-GRID = (0.5, 1.0, 2.0)
+GRID = (0.5, 1.0, 2.0, 4.0, 8.0)
 ROWS = {  # row label of mri_adps.py -> (the setting tuned, fixed params)
     "adps, ambient prior": ("step_size", {"model_id": "mri-prior-ambient-brain-sim", "mode": "adps"}),
     "adps, fully sampled prior": ("step_size", {"model_id": "mri-prior-full-brain-sim", "mode": "adps"}),
@@ -60,7 +60,8 @@ def main() -> None:
         for value in GRID:
             values = []
             for name, acq in cases:
-                image = reconstruct(acq, "adps", {**fixed, setting: value, "samples": args.samples}).volume.data[0]
+                params = {**fixed, setting: value, "samples": args.samples}
+                image = reconstruct(acq, "adps", params).volume.magnitude()[0]
                 values.append(psnr(acq.reference[0], np.asarray(image, np.float64)))
                 print(f"[{time.strftime('%H:%M:%S')}] {label} {setting}={value} {name}: {values[-1]:.2f} dB",
                       flush=True)
