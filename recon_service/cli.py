@@ -473,6 +473,27 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pacs_check(args: argparse.Namespace) -> int:
+    """Load RECON_PACS_CONFIG (or --config) and probe every destination; exit 1 when any does not answer."""
+    from recon_service.pacs.config import load_pacs_config
+    from recon_service.pacs.senders import DeliveryError, probe
+    from recon_service.settings import Settings
+
+    path = args.config or Settings().pacs_config
+    if path is None:
+        raise ValueError("no PACS configuration: set RECON_PACS_CONFIG or give --config FILE")
+    config = load_pacs_config(path)
+    print(f"{path}: {len(config.destinations)} destination(s), {len(config.inbound.rules)} inbound rule(s)")
+    failed = 0
+    for name, destination in sorted(config.destinations.items()):
+        try:
+            print(f"  {name} ({destination.kind}): ok, {probe(destination)}")
+        except DeliveryError as err:
+            failed += 1
+            print(f"  {name} ({destination.kind}): FAILED, {err}")
+    return 1 if failed else 0
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from recon_service.db.migrate import current_revision
 
@@ -650,6 +671,13 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="migrate to the newest schema; prints the revision").set_defaults(
         func=cmd_db_upgrade)
+
+    pacs = sub.add_parser("pacs", help="PACS connections (RECON_PACS_CONFIG)")
+    pacs_sub = pacs.add_subparsers(dest="pacs_command", required=True)
+    check = pacs_sub.add_parser("check", help="check the configuration and probe every destination (C-ECHO, "
+                                               "QIDO-RS); exit 1 if one does not answer")
+    check.add_argument("--config", type=Path, default=None, help="the JSON file (default RECON_PACS_CONFIG)")
+    check.set_defaults(func=cmd_pacs_check)
 
     serve = sub.add_parser("serve", help="run the HTTP service (API, job workers, metrics); settings from RECON_*")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

@@ -190,3 +190,23 @@ def test_study_lookup(orthanc, tmp_path):
         "x": {"kind": "dimse", "host": "127.0.0.1", "port": 9, "called_ae": "X", "timeout_s": 2}}})
     with pytest.raises(LookupUnavailable):
         lookup_study(down.destination("x"), "AccessionNumber", "LOOKUP-1")
+
+
+def test_pacs_check_probes_every_destination(orthanc, tmp_path, run_recon):
+    config = config_for(orthanc).model_dump(mode="json")
+    config["destinations"]["down"] = {"kind": "dimse", "host": "127.0.0.1", "port": 9, "called_ae": "NOBODY",
+                                      "timeout_s": 2}
+    config["destinations"]["wrong-password"] = {"kind": "dicomweb", "url": orthanc.dicomweb, "username": USER,
+                                                "password": "wrong"}
+    path = tmp_path / "pacs.json"
+    path.write_text(json.dumps(config))
+    proc = run_recon("pacs", "check", "--config", str(path), check=False)
+    assert proc.returncode == 1, proc.stderr
+    lines = dict(line.strip().split(": ", 1) for line in proc.stdout.splitlines()[1:])
+    assert lines["dimse (dimse)"] == "ok, C-ECHO succeeded"
+    assert lines["web (dicomweb)"] == "ok, QIDO-RS answered HTTP 200"
+    assert lines["down (dimse)"].startswith("FAILED, C-ECHO to NOBODY@127.0.0.1:9: no association")
+    assert lines["wrong-password (dicomweb)"].endswith("HTTP 401")
+    del config["destinations"]["down"], config["destinations"]["wrong-password"]
+    path.write_text(json.dumps(config))
+    assert run_recon("pacs", "check", "--config", str(path)).returncode == 0

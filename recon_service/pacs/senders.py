@@ -144,3 +144,38 @@ def send(destination: DicomWebDestination | DimseDestination, instances: Sequenc
         send_stow(destination, instances, sent)
     else:
         send_cstore(destination, instances, sent)
+
+
+def probe(destination: DicomWebDestination | DimseDestination) -> str:
+    """Check that a destination answers: a C-ECHO over DIMSE, a QIDO-RS study search (limit 1) over DICOMweb.
+    Returns what answered; raises :class:`DeliveryError` saying what did not."""
+    if isinstance(destination, DicomWebDestination):
+        import requests
+
+        try:
+            response = dicomweb_session(destination).get(destination.url.rstrip("/") + "/studies",
+                                                         params={"limit": "1"},
+                                                         headers={"Accept": "application/dicom+json"})
+        except requests.RequestException as err:
+            raise DeliveryError(f"QIDO-RS at {destination.url}: {type(err).__name__}: {_first_line(err)}") from err
+        if response.status_code not in (200, 204):
+            raise DeliveryError(f"QIDO-RS at {destination.url}: HTTP {response.status_code}")
+        return f"QIDO-RS answered HTTP {response.status_code}"
+    from pynetdicom import AE
+
+    ae = AE(ae_title=destination.calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_s
+    ae.add_requested_context("1.2.840.10008.1.1")  # Verification
+    where = f"C-ECHO to {destination.called_ae}@{destination.host}:{destination.port}"
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.called_ae)
+    if not assoc.is_established:
+        raise DeliveryError(f"{where}: " + ("association rejected (check the AE titles)" if assoc.is_rejected
+                                            else "no association (peer unreachable)"))
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    code = getattr(status, "Status", None)
+    if code != 0x0000:
+        raise DeliveryError(f"{where}: " + ("no response" if code is None else f"status 0x{code:04X}"))
+    return "C-ECHO succeeded"
