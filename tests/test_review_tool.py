@@ -69,6 +69,8 @@ def sign_in(page, server, token: str) -> None:
     page.fill("#token", token)
     page.click("button[type=submit]")
     page.wait_for_selector("#worklist:not([hidden])")
+    # the rows arrive with the worklist's first fetch, after the section shows
+    page.wait_for_function("document.querySelector('#refreshed').textContent !== ''")
 
 
 def open_job(page, job_id: str) -> None:
