@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query, Request
+from fastapi import HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from recon_service.context import ServiceContext
+from recon_service.jobs.store import JobRecord
 
 
 def context_of(request: Request) -> ServiceContext:
@@ -26,3 +28,11 @@ def outbox_of(context: ServiceContext):  # noqa: ANN201 - recon_service.pacs.out
     from recon_service.pacs.outbox import Outbox
 
     return Outbox(context.engine, context.pacs)
+
+
+async def job_or_404(context: ServiceContext, job_id: str) -> JobRecord:
+    """The job ``job_id``; 404 naming it when there is none."""
+    job = await run_in_threadpool(context.store.get, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id[:64]!r}")
+    return job

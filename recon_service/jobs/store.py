@@ -93,6 +93,12 @@ class JobRecord:
     def finished(self) -> bool:
         return self.state in FINAL_STATES
 
+    @property
+    def study_uid(self) -> str | None:
+        """The StudyInstanceUID the job's study names, if it names one (what audit entries record)."""
+        uid = self.study.get("StudyInstanceUID")
+        return uid if isinstance(uid, str) else None
+
     @classmethod
     def of(cls, job: Job) -> JobRecord:
         return cls(

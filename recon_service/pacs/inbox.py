@@ -181,10 +181,6 @@ class Inbox:
             session.commit()
             return count
 
-    def series(self, series_uid: str) -> InboxSeries | None:
-        with Session(self.engine, expire_on_commit=False) as session:
-            return session.get(InboxSeries, series_uid)
-
 
 def series_job(inbox: Inbox, store: JobStore, row: InboxSeries, max_upload_bytes: int) -> str:
     """Turn a complete series into its rule's job (simulated sinogram + one file of the series); returns the job id.
@@ -279,5 +275,3 @@ def read_instance(data: bytes) -> Dataset:
         return pydicom.dcmread(io.BytesIO(data))
     except Exception as err:  # noqa: BLE001 - any parse failure is "cannot understand"
         raise ValueError(f"not a DICOM Part 10 instance ({type(err).__name__})") from err
-
-

@@ -73,16 +73,14 @@ def _qido(destination: DicomWebDestination, keyword: str, value: str) -> list[Da
 
 
 def _cfind(destination: DimseDestination, keyword: str, value: str) -> list[Dataset]:
-    from pynetdicom import AE
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-    ae = AE(ae_title=destination.calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_s
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    where = f"C-FIND at {destination.called_ae}@{destination.host}:{destination.port}"
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.called_ae)
-    if not assoc.is_established:
-        raise LookupUnavailable(f"{where}: no association")
+    from recon_service.pacs.senders import DeliveryError, associate
+
+    try:
+        assoc, where = associate(destination, "C-FIND at", [(StudyRootQueryRetrieveInformationModelFind, None)])
+    except DeliveryError as err:
+        raise LookupUnavailable(str(err)) from err
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     for key in DICOM_KEYWORDS.values():

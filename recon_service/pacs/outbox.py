@@ -41,7 +41,6 @@ from recon_service.pacs.senders import DeliveryError, send
 LOG = logging.getLogger(__name__)
 AWAITING_APPROVAL, PENDING, SENDING = "awaiting-approval", "pending", "sending"
 DELIVERED, FAILED, REJECTED = "delivered", "failed", "rejected"
-OPEN_STATES = (AWAITING_APPROVAL, PENDING, SENDING)
 ACTOR = "pacs-outbox"
 MAX_ERROR = 500
 
@@ -122,9 +121,17 @@ class Outbox:
     # --- reading --------------------------------------------------------------------------------------------
 
     def for_job(self, job_id: str) -> list[DeliveryRecord]:
+        return self.for_jobs([job_id]).get(job_id, [])
+
+    def for_jobs(self, job_ids: list[str]) -> dict[str, list[DeliveryRecord]]:
+        """The deliveries of each of ``job_ids`` (jobs without any left out), in one query."""
+        out: dict[str, list[DeliveryRecord]] = {}
+        if not job_ids:
+            return out
         with self._session() as session:
-            rows = session.scalars(select(Delivery).where(Delivery.job_id == job_id).order_by(Delivery.id)).all()
-            return [DeliveryRecord.of(r) for r in rows]
+            for row in session.scalars(select(Delivery).where(Delivery.job_id.in_(job_ids)).order_by(Delivery.id)):
+                out.setdefault(row.job_id, []).append(DeliveryRecord.of(row))
+        return out
 
     def _one(self, session: Session, job_id: str, destination: str) -> DeliveryRecord:
         return DeliveryRecord.of(session.scalar(select(Delivery).where(Delivery.job_id == job_id,

@@ -104,21 +104,33 @@ def _first_line(err: Exception) -> str:
     return (str(err).splitlines() or [""])[0][:300]
 
 
-def send_cstore(destination: DimseDestination, instances: Sequence[Dataset], sent: SentFn) -> None:
-    """C-STORE the instances over one association, proposing each SOP class with the files' transfer syntax."""
+def associate(destination: DimseDestination, what: str, contexts: list[tuple[str, list[str] | None]]):  # noqa: ANN201
+    """An established pynetdicom association with ``destination`` proposing ``contexts`` (SOP class, transfer
+    syntaxes or None for the defaults), and the words naming it (``"C-STORE to AE@host:port"``);
+    :class:`DeliveryError` when the peer cannot be reached or refuses."""
     from pynetdicom import AE
 
     ae = AE(ae_title=destination.calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_s
-    contexts = sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in instances})
-    for sop_class, syntax in contexts:
-        ae.add_requested_context(sop_class, [syntax])
-    where = f"C-STORE to {destination.called_ae}@{destination.host}:{destination.port}"
+    for sop_class, syntaxes in contexts:
+        if syntaxes:
+            ae.add_requested_context(sop_class, syntaxes)
+        else:
+            ae.add_requested_context(sop_class)
+    where = f"{what} {destination.called_ae}@{destination.host}:{destination.port}"
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.called_ae)
     if not assoc.is_established:
-        reason = "association rejected" if assoc.is_rejected else "association aborted" if assoc.is_aborted \
-            else "no association (peer unreachable)"
+        # pynetdicom reports a peer it cannot reach as an aborted association: only a rejection is the peer's answer
+        reason = "association rejected (check the AE titles)" if assoc.is_rejected else \
+            "no association (peer unreachable)"
         raise DeliveryError(f"{where}: {reason}")
+    return assoc, where
+
+
+def send_cstore(destination: DimseDestination, instances: Sequence[Dataset], sent: SentFn) -> None:
+    """C-STORE the instances over one association, proposing each SOP class with the files' transfer syntax."""
+    contexts = sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in instances})
+    assoc, where = associate(destination, "C-STORE to", [(sop_class, [syntax]) for sop_class, syntax in contexts])
     throttle = _Throttle(destination.max_instances_per_s)
     try:
         for done, ds in enumerate(instances, start=1):
@@ -161,16 +173,7 @@ def probe(destination: DicomWebDestination | DimseDestination) -> str:
         if response.status_code not in (200, 204):
             raise DeliveryError(f"QIDO-RS at {destination.url}: HTTP {response.status_code}")
         return f"QIDO-RS answered HTTP {response.status_code}"
-    from pynetdicom import AE
-
-    ae = AE(ae_title=destination.calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = destination.timeout_s
-    ae.add_requested_context("1.2.840.10008.1.1")  # Verification
-    where = f"C-ECHO to {destination.called_ae}@{destination.host}:{destination.port}"
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.called_ae)
-    if not assoc.is_established:
-        raise DeliveryError(f"{where}: " + ("association rejected (check the AE titles)" if assoc.is_rejected
-                                            else "no association (peer unreachable)"))
+    assoc, where = associate(destination, "C-ECHO to", [("1.2.840.10008.1.1", None)])  # Verification
     try:
         status = assoc.send_c_echo()
     finally:

@@ -9,12 +9,12 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from recon_service.api import auditing
-from recon_service.api.deps import Offset, context_of, outbox_of
+from recon_service.api.deps import Offset, context_of, job_or_404, outbox_of
 from recon_service.api.errors import AUTH_ERRORS, errors
 from recon_service.api.schemas import JobAccepted, JobList, JobOut
 from recon_service.api.submission import submit
 from recon_service.context import ServiceContext
-from recon_service.jobs.store import JobConflict, JobRecord, JobState
+from recon_service.jobs.store import JobConflict, JobState
 from recon_service.review.decisions import Reviews
 from recon_service.security import Principal, require_scope
 from recon_service.storage import StorageError, result_file
@@ -52,16 +52,6 @@ _SUBMIT_BODY = {
 }
 
 
-def _study_uid(job: JobRecord) -> str | None:
-    uid = job.study.get("StudyInstanceUID")
-    return uid if isinstance(uid, str) else None
-
-
-async def _job(context: ServiceContext, job_id: str) -> JobRecord:
-    job = await run_in_threadpool(context.store.get, job_id)
-    if job is None:
-        raise HTTPException(404, f"no job {job_id[:64]!r}")
-    return job
 
 
 @router.post(
@@ -86,7 +76,7 @@ async def submit_job(
     response.status_code = 202 if created else 200
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     await auditing.record(request, "job.submit", "ok" if created else "duplicate", principal, job.id,
-                          _study_uid(job), f"pipeline {job.pipeline}")
+                          job.study_uid, f"pipeline {job.pipeline}")
     return JobAccepted(id=job.id, state=job.state)
 
 
@@ -116,10 +106,10 @@ async def list_jobs(
     responses=errors(*AUTH_ERRORS, 404), openapi_extra={auditing.AUDIT_KEY: "job.read"},
 )
 async def get_job(job_id: str, request: Request, principal: Reader, context: Context) -> JobOut:
-    job = await _job(context, job_id)
+    job = await job_or_404(context, job_id)
     deliveries = await run_in_threadpool(outbox_of(context).for_job, job.id)
     review = await run_in_threadpool(Reviews(context.engine, context.pacs).get, job.id)
-    await auditing.record(request, "job.read", "ok", principal, job.id, _study_uid(job))
+    await auditing.record(request, "job.read", "ok", principal, job.id, job.study_uid)
     return JobOut.of(job, deliveries, review)
 
 
@@ -136,7 +126,7 @@ async def cancel_job(job_id: str, request: Request, principal: Submitter, contex
         raise HTTPException(404, f"no job {job_id[:64]!r}") from err
     except JobConflict as err:
         raise HTTPException(409, str(err)) from err
-    await auditing.record(request, "job.cancel", "ok", principal, job.id, _study_uid(job), f"state {job.state}")
+    await auditing.record(request, "job.cancel", "ok", principal, job.id, job.study_uid, f"state {job.state}")
     return JobOut.of(job)
 
 
@@ -157,7 +147,7 @@ async def get_result(
                       Query(description="which result (uncertainty, uncertainty-dicom: the diffusion methods' std "
                                         "map as NIfTI or DICOM series, when asked for with samples > 1)")],
 ) -> FileResponse:
-    job = await _job(context, job_id)
+    job = await job_or_404(context, job_id)
     if job.state != JobState.SUCCEEDED:
         raise HTTPException(409, f"job {job.id} has no results: it is {job.state.value}")
     relative = ((job.result or {}).get("files") or {}).get(format)
@@ -173,5 +163,5 @@ async def get_result(
     if not path.is_file():
         raise HTTPException(404, f"job {job.id}: the {format} result file is missing")
     media_type, ext = MEDIA_TYPES[format]
-    await auditing.record(request, "job.result", "ok", principal, job.id, _study_uid(job), f"format {format}")
+    await auditing.record(request, "job.result", "ok", principal, job.id, job.study_uid, f"format {format}")
     return FileResponse(path, media_type=media_type, filename=f"{job.id}-{format}.{ext}")

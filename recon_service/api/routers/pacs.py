@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from recon_service.api import auditing
-from recon_service.api.deps import context_of, outbox_of
+from recon_service.api.deps import context_of, job_or_404, outbox_of
 from recon_service.api.errors import AUTH_ERRORS, errors
 from recon_service.api.schemas import DeliveryOut, DestinationOut
 from recon_service.context import ServiceContext
@@ -25,9 +25,7 @@ Context = Annotated[ServiceContext, Depends(context_of)]
 
 
 async def _succeeded_job(context: ServiceContext, job_id: str) -> JobRecord:
-    job = await run_in_threadpool(context.store.get, job_id)
-    if job is None:
-        raise HTTPException(404, f"no job {job_id[:64]!r}")
+    job = await job_or_404(context, job_id)
     if job.state != JobState.SUCCEEDED:
         raise HTTPException(409, f"job {job.id} has no results to deliver: it is {job.state.value}")
     return job
@@ -45,10 +43,6 @@ def _check_reviewed(context: ServiceContext, job: JobRecord) -> None:
         raise HTTPException(409, f"job {job.id} is a learned result waiting for review; approve it in the review "
                                  "tool first")
 
-
-def _study_uid(job: JobRecord) -> str | None:
-    uid = job.study.get("StudyInstanceUID")
-    return uid if isinstance(uid, str) else None
 
 
 @router.get("/pacs/destinations", response_model=list[DestinationOut], summary="List PACS destinations",
@@ -68,11 +62,9 @@ async def destinations(principal: Reader, context: Context) -> list[DestinationO
 @router.get("/jobs/{job_id}/deliveries", response_model=list[DeliveryOut], summary="A job's PACS deliveries",
             responses=errors(*AUTH_ERRORS, 404), openapi_extra={auditing.AUDIT_KEY: "pacs.read"})
 async def job_deliveries(job_id: str, request: Request, principal: Reader, context: Context) -> list[DeliveryOut]:
-    job = await run_in_threadpool(context.store.get, job_id)
-    if job is None:
-        raise HTTPException(404, f"no job {job_id[:64]!r}")
+    job = await job_or_404(context, job_id)
     found = await run_in_threadpool(outbox_of(context).for_job, job.id)
-    await auditing.record(request, "pacs.read", "ok", principal, job.id, _study_uid(job))
+    await auditing.record(request, "pacs.read", "ok", principal, job.id, job.study_uid)
     return [DeliveryOut.of(d) for d in found]
 
 
@@ -97,6 +89,6 @@ async def request_delivery(
     except DeliveryExists as err:
         raise HTTPException(409, str(err)) from err
     response.headers["Location"] = f"/v1/jobs/{job.id}/deliveries"
-    await auditing.record(request, "pacs.request", "ok", principal, job.id, _study_uid(job),
+    await auditing.record(request, "pacs.request", "ok", principal, job.id, job.study_uid,
                           f"destination {destination}")
     return DeliveryOut.of(record)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from recon_service.api import auditing
-from recon_service.api.deps import Offset, context_of, outbox_of
+from recon_service.api.deps import Offset, context_of, job_or_404, outbox_of
 from recon_service.api.errors import AUTH_ERRORS, errors
 from recon_service.api.schemas import DeliveryOut
 from recon_service.context import ServiceContext
@@ -87,16 +87,6 @@ def reviews_of(context: ServiceContext) -> Reviews:
     return Reviews(context.engine, context.pacs)
 
 
-async def _job(context: ServiceContext, job_id: str) -> JobRecord:
-    job = await run_in_threadpool(context.store.get, job_id)
-    if job is None:
-        raise HTTPException(404, f"no job {job_id[:64]!r}")
-    return job
-
-
-def _study_uid(job: JobRecord) -> str | None:
-    uid = job.study.get("StudyInstanceUID")
-    return uid if isinstance(uid, str) else None
 
 
 def _learned(pipeline: str) -> bool:
@@ -109,7 +99,7 @@ def _learned(pipeline: str) -> bool:
 def _worklist(context: ServiceContext, state: str | None, pipeline: str | None) -> list[WorklistItem]:
     jobs = context.store.list(state, pipeline, None, 500, 0)
     decisions = reviews_of(context).of_jobs([j.id for j in jobs])
-    outbox = outbox_of(context)
+    deliveries = outbox_of(context).for_jobs([j.id for j in jobs])
     items = []
     for job in jobs:
         provenance = (job.result or {}).get("provenance") or {}
@@ -120,7 +110,7 @@ def _worklist(context: ServiceContext, state: str | None, pipeline: str | None) 
             state=job.state, progress=job.progress, created_at=job.created_at, finished_at=job.finished_at,
             patient_name=job.study.get("PatientName"), patient_id=job.study.get("PatientID"),
             accession_number=job.study.get("AccessionNumber"), study_description=job.study.get("StudyDescription"),
-            review=review, deliveries={d.destination: d.state for d in outbox.for_job(job.id)},
+            review=review, deliveries={d.destination: d.state for d in deliveries.get(job.id, [])},
             metrics=(job.result or {}).get("metrics")))
     return items
 
@@ -180,9 +170,9 @@ def _pane_info(folder: Path) -> list[PaneOut]:
                         "reference, uncertainty), each as float32 slices at /v1/jobs/{id}/panes/{name}/{slice}.",
             responses=errors(*AUTH_ERRORS, 404), openapi_extra={auditing.AUDIT_KEY: "review.open"})
 async def panes(job_id: str, request: Request, principal: Reader, context: Context) -> list[PaneOut]:
-    job = await _job(context, job_id)
+    job = await job_or_404(context, job_id)
     found = await run_in_threadpool(_pane_info, _panes_dir(context, job))
-    await auditing.record(request, "review.open", "ok", principal, job.id, _study_uid(job),
+    await auditing.record(request, "review.open", "ok", principal, job.id, job.study_uid,
                           f"panes {', '.join(p.name for p in found)}")
     return found
 
@@ -195,7 +185,7 @@ async def panes(job_id: str, request: Request, principal: Reader, context: Conte
             responses={200: {"content": {"application/octet-stream": {}}}, **errors(*AUTH_ERRORS, 404)})
 async def pane_slice(job_id: str, name: Literal["recon", "zero-filled", "classical", "reference", "uncertainty"],
                      index: int, principal: Reader, context: Context) -> Response:
-    job = await _job(context, job_id)
+    job = await job_or_404(context, job_id)
     path = _panes_dir(context, job) / f"{name}.npy"
     if not path.is_file():
         raise HTTPException(404, f"job {job.id} has no {name} image")
@@ -225,7 +215,7 @@ async def decide(job_id: str, request: Request, principal: Reviewer, context: Co
         body = DecisionIn.model_validate(json.loads(await request.body() or b"null"))
     except (ValueError, ValidationError) as err:
         raise HTTPException(422, f"body: {err}".splitlines()[0][:500]) from err
-    job = await _job(context, job_id)
+    job = await job_or_404(context, job_id)
     if job.state != JobState.SUCCEEDED:
         raise HTTPException(409, f"job {job.id} has no result to review: it is {job.state.value}")
     try:
@@ -236,7 +226,7 @@ async def decide(job_id: str, request: Request, principal: Reviewer, context: Co
     except ValueError as err:
         raise HTTPException(422, str(err)) from err
     deliveries = await run_in_threadpool(outbox_of(context).for_job, job.id)
-    await auditing.record(request, f"review.{body.decision}", "ok", principal, job.id, _study_uid(job),
+    await auditing.record(request, f"review.{body.decision}", "ok", principal, job.id, job.study_uid,
                           f"{decision.decision}; comment {len(decision.comment)} characters; deliveries "
                           f"{', '.join(f'{d.destination}={d.state}' for d in deliveries) or 'none'}")
     return ReviewResult(review=ReviewOut.of(decision), deliveries=[DeliveryOut.of(d) for d in deliveries])
