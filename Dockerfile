@@ -15,7 +15,7 @@ COPY pyproject.toml README.md ./
 COPY models models
 COPY pipelines pipelines
 COPY recon_service recon_service
-RUN pip install --no-cache-dir ".[data]"
+RUN pip install --no-cache-dir ".[data,ray]"
 
 RUN useradd --create-home recon && mkdir /data && chown recon /data
 USER recon

@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch comes first: a bare torch requirement would pull the CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,data]"
+	$(PY) -m pip install -q -e ".[dev,data,ray]"
 	bash scripts/install-system-deps.sh
 	touch $(STAMP)
 

@@ -219,21 +219,21 @@ def _is_json(text: str) -> bool:
     return True
 
 
-def _load_config(text: str | None) -> dict[str, Any]:
-    """``--config``: JSON text (starting with ``{``) or the path of a JSON file."""
+def _load_config(text: str | None, option: str = "--config") -> dict[str, Any]:
+    """``--config`` (or ``option``): JSON text (starting with ``{``) or the path of a JSON file."""
     if not text:
         return {}
     if text.lstrip().startswith(("{", "[")) or (not Path(text).exists() and _is_json(text)):
-        source, raw = "--config", text
+        source, raw = option, text
     else:
-        source = f"--config {text}"
+        source = f"{option} {text}"
         try:
             raw = Path(text).read_text()
         except FileNotFoundError:
-            raise ValueError(f"--config {text}: no such file (give a JSON file or JSON text like "
+            raise ValueError(f"{option} {text}: no such file (give a JSON file or JSON text like "
                              "'{\"lr\": 1e-4}')") from None
         except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"--config {text}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
+            raise ValueError(f"{option} {text}: cannot read it ({getattr(err, 'strerror', None) or err})") from None
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as err:
@@ -501,6 +501,48 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- batch
+
+def needs_gpu(params: dict[str, Any]) -> bool:
+    """Whether a job with ``params`` runs on a GPU: a torch ``device`` of cuda, or a CUDA / TensorRT provider."""
+    device = str(params.get("device") or "")
+    providers = params.get("providers") or []
+    return device.startswith("cuda") or any("CUDA" in str(p) or "Tensorrt" in str(p) for p in providers)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from recon_service.batch.inputs import list_inputs
+    from recon_service.batch.run import format_report, run_batch, write_progress
+    from recon_service.executors import make_executor
+    from recon_service.jobs.catalog import get_pipeline
+
+    try:
+        info = get_pipeline(args.pipeline)
+    except KeyError as err:
+        raise ValueError(str(err.args[0])) from None
+    params = _load_config(args.params, "--params") if args.params else {}
+    info.check(params)  # a bad parameter is refused before any worker starts
+    items = list_inputs(args.input)
+    gpus = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if needs_gpu(params) else 0.0)
+    if args.executor == "local" and args.gpus_per_worker:
+        raise ValueError("--gpus-per-worker asks Ray for GPUs; the local executor uses the devices --params names")
+    executor = make_executor(args.executor, args.workers, address=args.address, gpus=gpus)
+    on_start, on_file, close = write_progress()
+    try:
+        report = run_batch(items, info.name, args.out, executor, params, max_attempts=args.max_attempts,
+                           providers=os.environ.get("RECON_PROVIDERS", ""), on_file=on_file, on_start=on_start)
+    except KeyboardInterrupt:
+        close()
+        print(f"recon: interrupted; finished files are kept in {args.out} (status.jsonl); run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
+    finally:
+        close()
+    print(format_report(report))
+    print(f"status: {Path(args.out) / 'status.jsonl'}\nsummary: {Path(args.out) / 'summary.json'}")
+    return 1 if report.count("failed") else 0
+
+
 # ---------------------------------------------------------------- service
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -584,6 +626,27 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
     rec.add_argument("--model-id", help="for learned methods: a model zoo id other than the shipped default")
     rec.set_defaults(func=cmd_reconstruct)
+
+    bat = sub.add_parser("batch", help="reconstruct every file of a directory (or a manifest) with one pipeline, "
+                                       "on local worker processes or a Ray cluster; resumable")
+    bat.add_argument("input", help="a directory of raw-data files (.h5, .hdf5, .mrd, searched recursively), or a "
+                                   "text manifest listing files one per line (or JSON lines with path and params)")
+    bat.add_argument("--pipeline", required=True, help="the service pipeline, e.g. mri-cg-sense, ct-fbp "
+                                                       "(`recon methods`; the pipeline is MODALITY-METHOD)")
+    bat.add_argument("--out", required=True, type=Path, help="output folder: one subfolder per file, status.jsonl "
+                                                             "and summary.json")
+    bat.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local worker processes (default) or Ray actors")
+    bat.add_argument("--workers", type=_int_at_least(1), default=1, help="workers (default 1)")
+    bat.add_argument("--params", default=None, help="the pipeline's parameters as JSON, or a JSON file")
+    bat.add_argument("--address", default=None, help="the Ray cluster (default RAY_ADDRESS; neither: a local Ray "
+                                                     "with --workers CPUs)")
+    bat.add_argument("--gpus-per-worker", type=float, default=None,
+                     help="GPUs each Ray worker asks for (default 1 when --params name a cuda device or a CUDA / "
+                          "TensorRT provider, else 0)")
+    bat.add_argument("--max-attempts", type=_int_at_least(1), default=3,
+                     help="runs of a file whose worker dies before it is reported failed (default 3)")
+    bat.set_defaults(func=cmd_batch)
 
     ev = sub.add_parser("evaluate", help="PSNR/SSIM/NMSE of methods on a directory with references")
     ev.add_argument("directory")
@@ -702,7 +765,10 @@ def describe_error(err: BaseException) -> str:
         target = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else f"{err.filename}"
         return f"{target}: {err.strerror}"
     message = str(err).strip() or type(err).__name__
-    expected = (InputError, ValueError, OSError, ApiError, ServiceFailed, DemoFailed)  # ModelError is a ValueError
+    from recon_service.executors.base import ExecutorError
+
+    # ModelError is a ValueError
+    expected = (InputError, ValueError, OSError, ApiError, ServiceFailed, DemoFailed, ExecutorError)
     if isinstance(err, expected):
         return message
     return f"{type(err).__name__}: {message} (an unexpected failure; RECON_DEBUG=1 prints the traceback)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,14 @@ class Settings(BaseSettings):
                                                 "database (python -m recon_service.jobs.worker --recover)")
     worker_threads: int | None = Field(None, ge=1, le=256, description="torch threads per worker process; default "
                                                                       "the CPU cores shared out between the workers")
+    executor: Literal["local", "ray"] = Field("local", description="where the job workers reconstruct: 'local' in "
+                                                                  "their own processes, 'ray' on Ray workers (one "
+                                                                  "actor per job worker; inputs and results travel "
+                                                                  "through Ray's object store)")
+    ray_address: str | None = Field(None, description="the Ray cluster of RECON_EXECUTOR=ray (else RAY_ADDRESS; "
+                                                      "neither: a local Ray started with the service)")
+    ray_worker_gpus: float = Field(0.0, ge=0, le=16, description="GPUs each Ray worker of the service asks for "
+                                                                 "(RECON_EXECUTOR=ray)")
     queue_size: int = Field(64, ge=1, description="queued jobs accepted before submissions get 503")
     max_upload_mb: float = Field(1024.0, gt=0, description="limit on the total size of one submission")
     max_attempts: int = Field(2, ge=1, description="runs of a job before a crash marks it failed")

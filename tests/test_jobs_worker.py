@@ -97,7 +97,7 @@ def test_run_job_reports_progress_and_writes_results(local, sources, single_thre
     job = submit(local.store, local.settings.data_dir, "mri-cg-sense", [(sources["mri"], "brain.h5", "fastmri")],
                  study={"PatientName": "Test^Patient", "AccessionNumber": "ACC1"})
     seen = []
-    result = run_job(local, job, lambda fraction, step: seen.append((fraction, step)))
+    result = run_job(local.settings, job, lambda fraction, step: seen.append((fraction, step)))
     fractions = [f for f, _ in seen]
     assert fractions[0] == 0.0 and fractions == sorted(fractions) and fractions[-1] == pytest.approx(0.9)
     steps = [s for _, s in seen]
@@ -132,7 +132,7 @@ def test_run_job_reports_progress_and_writes_results(local, sources, single_thre
 
 def test_learned_method_uses_onnx_with_the_configured_providers(local, sources, single_thread):
     job = submit(local.store, local.settings.data_dir, "mri-rim", [(sources["mri"], "brain.h5", "fastmri")])
-    result = run_job(local, job, lambda *_: None)
+    result = run_job(local.settings, job, lambda *_: None)
     prov = result["provenance"]
     card = load_card(default_models()["rim"])
     assert prov["model_id"] == card["id"] and prov["weights_sha256"] == card["sha256"]
@@ -150,29 +150,29 @@ def test_run_job_refuses_inputs_outside_the_data_dir(local, sources, tmp_path):
     assert bad.path.startswith("..") and (data_dir / bad.path).exists()
     job, _ = local.store.create("mri-zero-filled", [bad], "tester")
     with pytest.raises(JobFailed, match="input 'brain.h5': its stored path is outside the data directory"):
-        run_job(local, job, lambda *_: None)
+        run_job(local.settings, job, lambda *_: None)
     link = data_dir / "uploads" / "link.h5"  # a symlink inside that leads outside
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(tmp_path / escaped.path)
     linked = bad.__class__("link.h5", "uploads/link.h5", bad.size, bad.sha256, "fastmri")
     job, _ = local.store.create("mri-zero-filled", [linked], "tester")
     with pytest.raises(JobFailed, match="outside the data directory"):
-        run_job(local, job, lambda *_: None)
+        run_job(local.settings, job, lambda *_: None)
 
 
 def test_run_job_input_problems_name_the_client_file(local, sources):
     data_dir = local.settings.data_dir
     wrong = submit(local.store, data_dir, "mri-zero-filled", [(sources["ct"], "scan.h5", "fastmri")])
     with pytest.raises(JobFailed, match="input 'scan.h5': holds CT data, pipeline 'mri-zero-filled' reconstructs MRI"):
-        run_job(local, wrong, lambda *_: None)
+        run_job(local.settings, wrong, lambda *_: None)
     two = submit(local.store, data_dir, "ct-fbp", [(sources["ct"], "a.h5", "sinogram"),
                                                     (sources["ct"], "b.h5", "sinogram")])
     with pytest.raises(JobFailed, match="takes exactly one raw-data file .* 'a.h5', 'b.h5'"):
-        run_job(local, two, lambda *_: None)
+        run_job(local.settings, two, lambda *_: None)
     gone = submit(local.store, data_dir, "ct-fbp", [(sources["ct"], "lost.h5", "sinogram")])
     (data_dir / gone.inputs[0].path).unlink()
     with pytest.raises(JobFailed) as err:
-        run_job(local, gone, lambda *_: None)
+        run_job(local.settings, gone, lambda *_: None)
     assert err.value.reason == "input 'lost.h5': file not found"
 
 
@@ -183,7 +183,7 @@ def test_unexpected_error_gives_type_and_logs_traceback_without_names(tmp_path, 
     job = submit(context.store, settings.data_dir, "ct-fbp", [(sources["ct"], "Doe^John.h5", "sinogram")])
     with caplog.at_level(logging.ERROR, logger="recon_service.jobs.runner"):
         with pytest.raises(JobFailed) as err:
-            run_job(context, job, lambda *_: None)
+            run_job(context.settings, job, lambda *_: None)
     assert err.value.reason.startswith("internal error while writing results (")
     assert "Error)" in err.value.reason and job.id in err.value.reason and "Traceback" not in err.value.reason
     logged = caplog.text

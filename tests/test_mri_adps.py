@@ -161,7 +161,7 @@ def test_service_job_writes_the_uncertainty_map_as_a_dicom_series_of_the_same_st
         job = submit(context.store, context.settings.data_dir, "mri-adps", [(brain, "brain.h5", "fastmri")],
                      params={"steps": 2, "samples": 2}, study={"PatientID": "P7", "StudyID": "S7"})
         seen = []
-        result = run_job(context, job, lambda fraction, step: seen.append(step))
+        result = run_job(context.settings, job, lambda fraction, step: seen.append(step))
     finally:
         context.engine.dispose()
     assert any("reconstructing step 4/4" in s for s in seen), seen

@@ -62,7 +62,9 @@ def create_session(path: str | os.PathLike,
     appended as the final fallback. ``trt_options`` (e.g. ``trt_engine_cache_enable``,
     ``trt_engine_cache_path``, ``trt_fp16_enable``, ``trt_timing_cache_enable``,
     ``trt_profile_{min,opt,max}_shapes``) go to the TensorRT provider, ``cuda_options`` to CUDA;
-    ``threads`` sets the intra-op thread count.
+    ``threads`` sets the intra-op thread count; by default it is torch's (``torch.get_num_threads()``), so a
+    worker process given its share of the cores keeps to it in ONNX Runtime too (ONNX Runtime's own default is
+    every core, which oversubscribes a machine running several workers).
 
     Returns ``(session, active_provider)`` where ``active_provider`` is the highest-priority provider
     the session really registered (``session.get_providers()[0]``).
@@ -90,11 +92,14 @@ def create_session(path: str | os.PathLike,
     if "CPUExecutionProvider" not in providers_preference:
         providers.append("CPUExecutionProvider")
 
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     active = session.get_providers()
     requested = [p if isinstance(p, str) else p[0] for p in providers]

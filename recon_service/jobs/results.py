@@ -27,7 +27,7 @@ from pipelines.data import ImageVolume
 from pipelines.io.dicom_series import Provenance, write_dicom_series, zip_series
 from pipelines.io.dicom_study import StudyInfo
 from pipelines.io.dicom_uncertainty import uncertainty_description, write_uncertainty_series
-from pipelines.io.durable import fsync_path
+from pipelines.io.durable import publish_dir
 from pipelines.io.outputs import write_volume_outputs
 
 RESULTS_DIR = "results"
@@ -87,25 +87,22 @@ def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dic
     staging.mkdir(parents=True)
     outputs = write_volume_outputs(volume, staging / FILES["nifti"], staging / FILES["png"],
                                    staging / FILES["metrics"], metrics, info)
-    written, formats = list(outputs.values()), list(outputs)
-    folders = []
+    formats = list(outputs)
     if dicom is not None:
         frame = str(generate_uid())  # one frame of reference for the image and the uncertainty series
         modality = DICOM_MODALITY[dicom.modality]
         series = write_dicom_series(volume, staging / DICOM_DIR, modality, dicom.study, dicom.provenance,
                                     series_description=dicom.series_description, frame_of_reference_uid=frame)
-        written += [*series, zip_series(series, staging / FILES["dicom"])]
+        zip_series(series, staging / FILES["dicom"])
         formats.append("dicom")
-        folders.append(staging / DICOM_DIR)
         if volume.uncertainty is not None:
             pipeline = dicom.provenance.pipeline or dicom.provenance.method
             maps = write_uncertainty_series(volume, staging / UNCERTAINTY_DICOM_DIR, modality,
                                             written_study(series[0], dicom.study),
                                             dicom.provenance, uncertainty_description(pipeline),
                                             frame_of_reference_uid=frame, what=volume.attrs.get("uncertainty_what"))
-            written += [*maps, zip_series(maps, staging / FILES["uncertainty-dicom"])]
+            zip_series(maps, staging / FILES["uncertainty-dicom"])
             formats.append("uncertainty-dicom")
-            folders.append(staging / UNCERTAINTY_DICOM_DIR)
     if panes is not None:
         arrays = {"recon": volume.magnitude(), **panes}
         if volume.uncertainty is not None:
@@ -114,18 +111,8 @@ def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dic
         for name, array in arrays.items():
             path = staging / FILES["panes"] / f"{name}.npy"
             np.save(path, np.ascontiguousarray(array, dtype=np.float32))
-            written.append(path)
-        folders.append(staging / FILES["panes"])
         formats.append("panes")
-    for path in written:
-        fsync_path(path)
-    for folder in folders:
-        fsync_path(folder)
-    fsync_path(staging)
-    if final.exists():  # left by an earlier, interrupted run of the same job
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    fsync_path(final.parent)
+    publish_dir(staging, final)
     return {fmt: (final / FILES[fmt]).relative_to(data_dir).as_posix() for fmt in formats}
 
 

@@ -26,7 +26,6 @@ from typing import Any
 from pipelines.data import InputError
 from pipelines.io.dicom_series import Provenance
 from pipelines.io.dicom_study import StudyInfo
-from recon_service.context import ServiceContext
 from recon_service.jobs.catalog import PipelineInfo, get_pipeline
 from recon_service.jobs.inputs import study_info
 from recon_service.jobs.results import DicomSeries, write_results
@@ -173,16 +172,17 @@ def _effective_parameters(provenance: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if v is not None}
 
 
-def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> dict[str, Any]:
-    """Reconstruct ``job`` and write its results; returns the job's result: ``{"files": {format: path
-    relative to DATA_DIR}, "provenance": {...}, "metrics": {...} | None}``.
+def run_job(settings: Settings, job: JobRecord, progress: ProgressFn, review_panes: bool = True) -> dict[str, Any]:
+    """Reconstruct ``job`` and write its results under ``settings.data_dir``; returns the job's result:
+    ``{"files": {format: path relative to DATA_DIR}, "provenance": {...}, "metrics": {...} | None}``. A learned
+    method's results include the review tool's comparison images unless ``review_panes`` is false (batch runs).
 
     Raises :class:`JobFailed` with a reason for the submitter, or :class:`JobCancelled` from ``progress``.
     """
     from pipelines.io.detect import load_acquisition
     from pipelines.pipeline import modality_of, reconstruct
 
-    data_dir = context.settings.data_dir
+    data_dir = settings.data_dir
     started = time.perf_counter()
     try:
         info = get_pipeline(job.pipeline)
@@ -205,7 +205,7 @@ def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> di
                             f"reconstructs {info.modality.upper()}")
         stage = "reconstructing"
         progress(LOAD_END, "reconstructing")
-        params = service_params(context.settings, info, job.params)
+        params = service_params(settings, info, job.params)
         try:
             report = _reconstruction_progress(progress, info.method.progress_unit)
             recon = reconstruct(acq, info.method.name, params, report)
@@ -214,7 +214,7 @@ def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> di
         except ValueError as err:  # bad parameters, a model that does not fit, ...
             raise JobFailed(f"pipeline {info.name!r}: {scrub.for_client(str(err))}") from err
         panes = None
-        if info.learned:  # what the reviewer compares it with (pipelines.comparison)
+        if info.learned and review_panes:  # what the reviewer compares it with (pipelines.comparison)
             from pipelines.comparison import comparison_panes
 
             stage = "computing the comparison images"
@@ -228,6 +228,7 @@ def run_job(context: ServiceContext, job: JobRecord, progress: ProgressFn) -> di
             "model_id": attrs.get("model_id"), "weights_sha256": attrs.get("weights_sha256"),
             "engine_provider": _engine_provider(attrs, params), "parameters": attrs.get("params", params),
             "chosen_parameters": attrs.get("chosen"), "reconstruction_seconds": attrs.get("seconds"),
+            "slices": int(recon.volume.data.shape[0]),
         }
         metrics = None if recon.metrics is None else {k: float(v) for k, v in recon.metrics.items()}
         dicom = DicomSeries(info.modality, _study(job, acq), _dicom_provenance(provenance),

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import ctypes
 import json
 import logging
 import multiprocessing
@@ -44,49 +43,17 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from recon_service.executors.lifetime import die_with_parent
+from recon_service.executors.task import preload
 from recon_service.settings import Settings
 
 LOG = logging.getLogger(__name__)
-
-PR_SET_PDEATHSIG = 1
-WATCHDOG_INTERVAL = 0.5
-
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
 # --- inside a worker process -------------------------------------------------------------------------------
-
-def _die_with_parent(parent_pid: int, use_pdeathsig: bool) -> None:
-    if use_pdeathsig and sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            LOG.warning("prctl(PR_SET_PDEATHSIG) unavailable; relying on the parent watchdog")
-    if os.getppid() != parent_pid:  # the parent died before we got here
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(WATCHDOG_INTERVAL)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
-
-
-def _preload() -> None:
-    """Import the runner, readers and every method before taking jobs, so no job pays for (or, to the stall
-    watchdog, looks hung during) the imports."""
-    import pipelines.io.detect  # noqa: F401
-    import pipelines.pipeline  # noqa: F401
-    import recon_service.jobs.runner  # noqa: F401
-    from pipelines.reconstructors import available
-
-    available()
-
 
 class ProgressReporter:
     """The progress callback of one job: writes at most one update per ``interval`` seconds (plus every
@@ -132,8 +99,11 @@ def _with_retries(action, what: str, tries: int = 5, wait: float = 1.0):  # noqa
     return None
 
 
-def execute_job(context, job, progress_interval: float = 0.25):  # noqa: ANN001, ANN201
-    """Run one claimed job to its end state: succeeded, failed (with the reason) or cancelled."""
+def execute_job(context, job, progress_interval: float = 0.25, executor=None):  # noqa: ANN001, ANN201
+    """Run one claimed job to its end state: succeeded, failed (with the reason) or cancelled. With
+    ``executor`` (RECON_EXECUTOR=ray) the reconstruction runs on the executor's worker (``jobs.remote``); a job
+    whose remote worker died is re-queued, or failed once it has used its attempts, as for a dead job worker."""
+    from recon_service.jobs.remote import WorkerLost, run_job_on
     from recon_service.jobs.runner import JobCancelled, JobFailed, run_job
     from recon_service.jobs.store import JobState
 
@@ -141,7 +111,15 @@ def execute_job(context, job, progress_interval: float = 0.25):  # noqa: ANN001,
     reporter = ProgressReporter(store, job.id, progress_interval)
     start = time.perf_counter()
     try:
-        result = run_job(context, job, reporter)
+        if executor is None:
+            result = run_job(context.settings, job, reporter)
+        else:
+            result = run_job_on(executor, context.settings, job, reporter)
+    except WorkerLost as lost:
+        cause = f"the Ray worker running this job died ({lost})"
+        LOG.error("job %s: %s", job.id, cause)
+        return _with_retries(lambda: store.recover_worker(worker_id(), context.settings.max_attempts, cause),
+                             f"re-queueing job {job.id}")
     except JobCancelled:
         LOG.info("job %s cancelled", job.id)
         return _with_retries(lambda: store.finish(job.id, JobState.CANCELLED), f"finishing job {job.id}")
@@ -198,11 +176,22 @@ def _configure_logging(level: int) -> None:
     root.setLevel(level)
 
 
+def _remote_executor(settings: Settings, options: WorkerOptions):  # noqa: ANN202 - RayExecutor
+    """This job worker's Ray actor (RECON_EXECUTOR=ray): one per job worker, so N job workers drive N actors on
+    the cluster. It loads (and warms up) the models on its node; the job worker itself only relays."""
+    from recon_service.executors.ray_cluster import RayExecutor
+
+    executor = RayExecutor(1, address=settings.ray_address, gpus=settings.ray_worker_gpus, threads=options.threads,
+                           warm_up_providers=settings.providers if options.warm_up else None)
+    LOG.info("Ray worker started in %.1f s", executor.start())
+    return executor
+
+
 def worker_main(settings: Settings, parent_pid: int, use_pdeathsig: bool, options: WorkerOptions,
                 ready: Any | None = None) -> None:
     """Entry point of one worker process (spawned by :class:`WorkerPool`); sets ``ready`` (an Event) once
     warmed up and taking jobs."""
-    _die_with_parent(parent_pid, use_pdeathsig)
+    die_with_parent(parent_pid, use_pdeathsig)
     stopping = False
 
     def on_term(_signum, _frame) -> None:  # noqa: ANN001
@@ -212,22 +201,22 @@ def worker_main(settings: Settings, parent_pid: int, use_pdeathsig: bool, option
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _configure_logging(options.log_level)
-    if options.threads:
-        import torch
-
-        torch.set_num_threads(options.threads)
     from recon_service.context import ServiceContext
 
     context = ServiceContext.create(settings, migrate=False)
     me = worker_id()
-    _preload()
-    if options.warm_up:
-        from recon_service.jobs.warmup import WarmUpError, warm_up
+    executor = _remote_executor(settings, options) if settings.executor == "ray" else None
+    signal.signal(signal.SIGTERM, on_term)  # again: ray.init installs handlers of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if executor is None:
+        preload(options.threads)
+        if options.warm_up:
+            from recon_service.jobs.warmup import WarmUpError, warm_up
 
-        try:
-            LOG.info("warm-up: %s", warm_up(settings))
-        except WarmUpError as err:
-            LOG.error("warm-up failed: %s", err)  # jobs of that model will fail with the reason
+            try:
+                LOG.info("warm-up: %s", warm_up(settings))
+            except WarmUpError as err:
+                LOG.error("warm-up failed: %s", err)  # jobs of that model will fail with the reason
     LOG.info("worker %s ready", me)
     if ready is not None:
         ready.set()
@@ -242,7 +231,9 @@ def worker_main(settings: Settings, parent_pid: int, use_pdeathsig: bool, option
             time.sleep(options.idle_sleep)
             continue
         LOG.info("worker %s took job %s (%s, attempt %d)", me, job.id, job.pipeline, job.attempts)
-        execute_job(context, job, options.progress_interval)
+        execute_job(context, job, options.progress_interval, executor)
+    if executor is not None:
+        executor.close()
     context.engine.dispose()
     LOG.info("worker %s stopped", me)
 
@@ -282,6 +273,7 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._monitor: threading.Thread | None = None
         self._store = None
+        self._local_ray = False
 
     # public ---------------------------------------------------------------------------------------------
 
@@ -290,6 +282,7 @@ class WorkerPool:
         if self._monitor is not None:
             raise RuntimeError("the worker pool is already started")
         self._stopping.clear()
+        self._start_local_ray()
         with self._lock:
             for slot in range(self.concurrency):
                 self._spawn(slot)
@@ -328,6 +321,27 @@ class WorkerPool:
         if self._store is not None:
             self._store.engine.dispose()
             self._store = None
+        if self._local_ray:
+            import ray
+
+            ray.shutdown()
+            self._local_ray = False
+            self.settings = self.settings.model_copy(update={"ray_address": None})
+
+    def _start_local_ray(self) -> None:
+        """RECON_EXECUTOR=ray without a cluster address (RECON_RAY_ADDRESS, RAY_ADDRESS): a local Ray head in this
+        process, one CPU per job worker, whose address the workers then join."""
+        if self.settings.executor != "ray" or self.settings.ray_address or os.environ.get("RAY_ADDRESS"):
+            return
+        from recon_service.executors.ray_cluster import import_ray
+
+        ray = import_ray()
+        ray.init(num_cpus=self.concurrency, num_gpus=int(self.settings.ray_worker_gpus * self.concurrency) or None,
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        self._local_ray = True
+        address = ray.get_runtime_context().gcs_address
+        self.settings = self.settings.model_copy(update={"ray_address": address})
+        LOG.info("started a local Ray (%d CPUs) at %s for the job workers", self.concurrency, address)
 
     def _stop_at_exit(self) -> None:
         if self._monitor is not None:

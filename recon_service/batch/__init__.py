@@ -1,0 +1,1 @@
+"""The batch command: many files through one pipeline on an executor, resumable (``run.run_batch``)."""
