@@ -138,10 +138,18 @@ def test_service_job_workers_run_on_ray(cluster, tmp_path):
         assert all((context.settings.data_dir / path).exists() for path in files.values())
         ran_on = done.result["provenance"]["executor_worker"]
         assert int(ran_on.rsplit(":", 1)[1]) in _ray_worker_pids() and ran_on != done.worker
+        reconstructing = lambda j: j.state == JobState.RUNNING and (j.step or "").startswith("reconstructing")  # noqa: E731
+        # a cancellation reaches the Ray worker: the job ends cancelled, with no results
+        cancelled = submit(context.store, context.settings.data_dir, "mri-l1-wavelet",
+                           [(mri, "brain.h5", "fastmri")], params=SLOW_PARAMS)
+        wait_for(context.store, cancelled.id, reconstructing, timeout=120)
+        context.store.cancel(cancelled.id)
+        done = wait_for(context.store, cancelled.id, finished, timeout=120)
+        assert done.state == JobState.CANCELLED and done.result is None, (done.state, done.error)
+        assert not (context.settings.data_dir / "results" / cancelled.id).exists()
         # the Ray worker dies in the middle of a job: the job is re-queued and finishes on a new one
         slow = submit(context.store, context.settings.data_dir, "mri-l1-wavelet", [(mri, "brain.h5", "fastmri")],
                       params=SLOW_PARAMS)
-        reconstructing = lambda j: j.state == JobState.RUNNING and (j.step or "").startswith("reconstructing")  # noqa: E731
         wait_for(context.store, slow.id, reconstructing, timeout=120)
         for pid in _ray_worker_pids():
             os.kill(pid, signal.SIGKILL)

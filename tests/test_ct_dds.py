@@ -117,7 +117,7 @@ def test_service_runs_ct_dds_on_the_onnx_engine_with_progress_and_dicom(tmp_path
         job = submit(context.store, context.settings.data_dir, "ct-dds", [(test_slab, "slab.h5", "sinogram")],
                      params={"steps": 4})
         seen = []
-        result = run_job(context, job, lambda fraction, step: seen.append((fraction, step)))
+        result = run_job(context.settings, job, lambda fraction, step: seen.append((fraction, step)))
     finally:
         context.engine.dispose()
     steps = [s for _, s in seen]

@@ -83,17 +83,8 @@ class Executor(ABC):
         """Ask the task's worker to stop it (it ends as a ``cancelled`` outcome); a queued task is dropped."""
 
     @abstractmethod
-    def worker_ids(self) -> list[str]:
-        """The live workers, as ``host:pid``."""
-
-    @abstractmethod
     def close(self) -> None:
         """Stop every worker (running tasks are abandoned)."""
-
-    @property
-    @abstractmethod
-    def pending(self) -> int:
-        """Tasks queued or running."""
 
     def __enter__(self) -> Executor:
         self.startup_seconds = self.start()

@@ -176,20 +176,6 @@ class LocalExecutor(Executor):
             if slot.task is not None and slot.task.key == key:
                 slot.cancel.set()
 
-    def kill(self, key: str) -> None:
-        """Kill the worker running ``key`` (a task past its time limit); it is replaced, and no event follows."""
-        for slot in self._slots:
-            if slot.task is not None and slot.task.key == key:
-                slot.task = None
-                slot.proc.kill()
-
-    def worker_ids(self) -> list[str]:
-        return [s.worker for s in self._slots if s.ready and s.proc.is_alive()]
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue) + sum(1 for s in self._slots if s.task is not None)
-
     def close(self) -> None:
         for slot in self._slots:
             try:

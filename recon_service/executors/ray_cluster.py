@@ -280,17 +280,3 @@ class RayExecutor(Executor):
         for actor in self._actors:
             if actor.task is not None and actor.task.key == key:
                 actor.handle.cancel.remote()
-
-    def kill(self, key: str) -> None:
-        """Kill the actor running ``key`` (a task past its time limit); it is replaced, and no event follows."""
-        for actor in list(self._actors):
-            if actor.task is not None and actor.task.key == key:
-                actor.task, actor.ref = None, None
-                self._replace(actor)
-
-    def worker_ids(self) -> list[str]:
-        return [a.worker for a in self._actors if a.worker]
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue) + sum(1 for a in self._actors if a.task is not None)
