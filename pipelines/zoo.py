@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-ZOO_DIR = Path(__file__).resolve().parents[1] / "models" / "zoo"
+SHIPPED_ZOO_DIR = Path(__file__).resolve().parents[1] / "models" / "zoo"
+# RECON_ZOO_DIR (a container's /models volume, seeded from the image) replaces the shipped folder when set
+ZOO_DIR = Path(os.environ.get("RECON_ZOO_DIR") or SHIPPED_ZOO_DIR)
 CARD = "card.json"
 
 

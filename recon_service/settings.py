@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     job_timeouts: dict[str, float] = Field(default_factory=dict,
                                            description="per-pipeline limits overriding RECON_JOB_TIMEOUT_S, as "
                                                        "JSON: '{\"ct-sirt\": 600, \"mri-l1-wavelet\": 1800}'")
+    zoo_dir: Path | None = Field(None, description="the model zoo: shipped weights and models added by `recon zoo "
+                                                   "ship` (default: the package's models/zoo; the images: the "
+                                                   "/models volume). Read from the environment by pipelines.zoo")
     providers: str = Field("", description="ONNX Runtime provider preference, comma separated; default "
                                            "TensorRT > CUDA > CPU, whichever is available")
     warmup: bool = Field(True, description="load and run the shipped models once before /readyz says ready")
@@ -57,8 +60,8 @@ class Settings(BaseSettings):
     pacs_config: Path | None = Field(None, description="JSON file of PACS destinations, auto-delivery rules and "
                                                        "the study-lookup source (README: PACS); none: no PACS")
     oidc_jwks_url: str | None = Field(None, description="JWKS URL for OIDC bearer JWTs (optional)")
-    oidc_issuer: str | None = None
-    oidc_audience: str | None = None
+    oidc_issuer: str | None = Field(None, description="the issuer (iss) OIDC JWTs must carry")
+    oidc_audience: str | None = Field(None, description="the audience (aud) OIDC JWTs must carry")
 
     @field_validator("job_timeouts")
     @classmethod
@@ -91,3 +94,15 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_markdown() -> str:
+    """The README's table of every ``RECON_*`` setting: variable, default, what it does (tests/test_deploy.py checks
+    that the README holds exactly this table)."""
+    rows = ["| variable | default | what it sets |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "none" if default in (None, "", [], {}) else f"`{default}`"
+        text = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `RECON_{name.upper()}` | {shown} | {text} |")
+    return "\n".join(rows)

@@ -20,6 +20,7 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
+TRT_CACHE_ENV = "ORT_TENSORRT_CACHE_PATH"
 TRT_OPTION_KEYS = (
     "device_id",
     "trt_max_workspace_size",
@@ -83,8 +84,10 @@ def create_session(path: str | os.PathLike,
         if name not in available:
             LOG.info("execution provider %s is not available in this onnxruntime build", name)
             continue
-        if name == "TensorrtExecutionProvider" and trt_options:
-            providers.append((name, _trt_options(trt_options)))
+        if name == "TensorrtExecutionProvider" and (trt_options or os.environ.get(TRT_CACHE_ENV)):
+            # built engines are kept where ONNX Runtime's own variable says (a volume in the images)
+            defaults = {"trt_engine_cache_enable": True, "trt_engine_cache_path": os.environ.get(TRT_CACHE_ENV)}
+            providers.append((name, _trt_options(trt_options or defaults)))
         elif name == "CUDAExecutionProvider" and cuda_options:
             providers.append((name, {k: str(v) for k, v in cuda_options.items()}))
         else:

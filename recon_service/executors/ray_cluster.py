@@ -106,6 +106,7 @@ class _Actor:
         self.worker = ""
         self.task: Task | None = None
         self.ref: Any = None
+        self.reported: tuple[str, float, str] | None = None  # the last progress passed on
 
 
 class RayExecutor(Executor):
@@ -272,7 +273,9 @@ class RayExecutor(Executor):
             except ray.exceptions.RayError:
                 continue  # a dead actor is seen when its run call fails
             actor = busy[ref]
-            if reported and actor.task is not None and reported[0] == actor.task.key:
+            # only news: a task that stops reporting must look stalled to the caller, as on a local worker
+            if reported and actor.task is not None and reported[0] == actor.task.key and reported != actor.reported:
+                actor.reported = reported
                 self._events.append(Progress(*reported))
 
     def cancel(self, key: str) -> None:

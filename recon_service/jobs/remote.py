@@ -15,7 +15,7 @@ from recon_service.executors.base import Executor, Finished, Lost, Progress
 from recon_service.executors.task import Task, publish_files
 from recon_service.jobs.catalog import get_pipeline
 from recon_service.jobs.results import results_dir
-from recon_service.jobs.runner import JobCancelled, JobFailed, ProgressFn, input_path, raw_input
+from recon_service.jobs.runner import RECON_END, JobCancelled, JobFailed, ProgressFn, input_path, raw_input
 from recon_service.jobs.store import JobRecord
 from recon_service.settings import Settings
 
@@ -55,6 +55,7 @@ def run_job_on(executor: Executor, settings: Settings, job: JobRecord, progress:
                     raise JobCancelled()
                 if outcome.status == "failed":
                     raise JobFailed(outcome.reason or "failed on its worker")
+                progress(RECON_END, "writing results")  # here, as on a local worker: a cancellation stops it
                 publish_files(outcome.files, results_dir(settings.data_dir, job.id))
                 result = outcome.result or {}
                 result.setdefault("provenance", {})["executor_worker"] = event.worker  # where it ran: host:pid
