@@ -532,12 +532,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
         report = run_batch(items, info.name, args.out, executor, params, max_attempts=args.max_attempts,
                            providers=os.environ.get("RECON_PROVIDERS", ""), on_file=on_file, on_start=on_start)
     except KeyboardInterrupt:
+        report = None
+    finally:
         close()
+    if report is None:
         print(f"recon: interrupted; finished files are kept in {args.out} (status.jsonl); run the same command "
               "again to resume", file=sys.stderr)
         return 130
-    finally:
-        close()
     print(format_report(report))
     print(f"status: {Path(args.out) / 'status.jsonl'}\nsummary: {Path(args.out) / 'summary.json'}")
     return 1 if report.count("failed") else 0

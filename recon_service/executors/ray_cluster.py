@@ -29,6 +29,7 @@ LOG = logging.getLogger(__name__)
 START_TIMEOUT_S = 300.0
 PROGRESS_POLL_S = 0.5
 INSTALL_HINT = "Ray is not installed: pip install 'recon-service[ray]' (or make setup)"
+QUIET = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
 
 
 def import_ray():  # noqa: ANN201 - the ray module
@@ -39,15 +40,21 @@ def import_ray():  # noqa: ANN201 - the ray module
     return ray
 
 
+def init_local_ray(cpus: int, gpus: float = 0.0) -> str:
+    """Start a Ray on this machine with ``cpus`` CPUs (and ``gpus`` GPUs), quiet: no dashboard, no worker logs
+    relayed to this process (task failures come back as outcomes with their reason). Returns its address."""
+    ray = import_ray()
+    ray.init(num_cpus=cpus, num_gpus=int(gpus) or None, **QUIET)
+    return ray.get_runtime_context().gcs_address
+
+
 def _check_reachable(address: str) -> None:
     """Fail fast on a ``host:port`` nobody listens on (``ray.init`` would retry for minutes)."""
-    import socket as sockets
-
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or "://" in address:
         return  # "auto", ray:// client addresses: Ray's own checks
     try:
-        sockets.create_connection((host, int(port)), timeout=5).close()
+        socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as err:
         raise ExecutorError(f"cannot join the Ray cluster at {address}: nothing answers there "
                             f"({err.strerror or err}); start it with `ray start --head`, or check --address / "
@@ -64,13 +71,10 @@ class ReconActor:
         if warm_up_providers is not None:  # the service's warm-up, on this worker: its models load here
             import tempfile
 
-            from recon_service.jobs.warmup import WarmUpError, warm_up
+            from recon_service.jobs.warmup import warm_up_or_log
             from recon_service.settings import Settings
 
-            try:
-                warm_up(Settings(data_dir=Path(tempfile.gettempdir()), providers=warm_up_providers))
-            except WarmUpError as err:  # as on a local worker: the jobs of that model fail with the reason
-                LOG.error("warm-up failed: %s", err)
+            warm_up_or_log(Settings(data_dir=Path(tempfile.gettempdir()), providers=warm_up_providers))
         self._progress: tuple[str, float, str] | None = None
         self._cancel = threading.Event()
 
@@ -112,13 +116,13 @@ class _Actor:
 class RayExecutor(Executor):
     """``workers`` Ray actors with ``cpus`` CPUs and ``gpus`` GPUs each; ``threads`` torch threads per actor
     (default: the CPUs it asks for). ``warm_up_providers`` (the service's RECON_PROVIDERS) makes each actor load
-    and run the shipped models before it takes tasks. ``local_cpus`` sizes a local Ray (default: what the workers
-    ask for)."""
+    and run the shipped models before it takes tasks. Without a cluster address, a local Ray is started with what
+    the workers ask for."""
 
     kind = "ray"
 
     def __init__(self, workers: int, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0,
-                 threads: int | None = None, local_cpus: int | None = None, warm_up_providers: str | None = None,
+                 threads: int | None = None, warm_up_providers: str | None = None,
                  start_timeout: float = START_TIMEOUT_S):
         super().__init__(workers)
         self.warm_up_providers = warm_up_providers
@@ -126,7 +130,6 @@ class RayExecutor(Executor):
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.cpus, self.gpus = cpus, gpus
         self.threads = threads or max(1, int(cpus))
-        self.local_cpus = local_cpus
         self._ray: Any = None
         self._remote: Any = None
         self._started_ray = False
@@ -141,20 +144,17 @@ class RayExecutor(Executor):
         began = time.perf_counter()
         ray = self._ray = import_ray()
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                      "logging_level": logging.WARNING}
             if self.address:
                 _check_reachable(self.address)
                 try:
-                    ray.init(address=self.address, **kwargs)
+                    ray.init(address=self.address, **QUIET)
                 except (ConnectionError, RuntimeError) as err:
                     raise ExecutorError(
                         f"cannot join the Ray cluster at {self.address}: {str(err).splitlines()[0]} (is it running? "
                         "a cluster with token authentication, as `ray start` makes, also needs RAY_AUTH_MODE=token "
                         "and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
             else:  # a local Ray just for this run, sized for the workers
-                need = self.local_cpus or max(1, int(round(self.workers * self.cpus)))
-                ray.init(num_cpus=need, num_gpus=int(self.gpus * self.workers) or None, **kwargs)
+                init_local_ray(max(1, int(round(self.workers * self.cpus))), self.gpus * self.workers)
             self._started_ray = True
         self._remote = ray.remote(ReconActor).options(
             num_cpus=self.cpus, num_gpus=self.gpus, max_concurrency=2, max_restarts=0, max_task_retries=0)
@@ -239,10 +239,7 @@ class RayExecutor(Executor):
         actor.task, actor.ref = None, None
         try:
             outcome = ray.get(ref)
-        except ray.exceptions.RayActorError as err:
-            self._lost(actor, task, err)
-            return
-        except ray.exceptions.RayError as err:  # the result object was lost with its node
+        except ray.exceptions.RayError as err:  # RayActorError: its worker died; others: the result lost with its node
             self._lost(actor, task, err)
             return
         self._events.append(Finished(task.key, actor.worker, outcome))

@@ -12,16 +12,17 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pipelines.io.durable import publish_dir
 from recon_service.jobs.store import InputRecord, JobRecord
 
+if TYPE_CHECKING:
+    from recon_service.jobs.runner import ProgressFn
+
 INPUTS_DIR = "inputs"
-ProgressFn = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)

@@ -82,3 +82,12 @@ def _warm(settings: Settings, modality: str, method: str, model_id: str, acq, ex
     provider = str(volume.attrs.get("engine"))
     LOG.info("warmed up %s on %s in %.2f s", model_id, provider, time.perf_counter() - start)
     return provider
+
+
+def warm_up_or_log(settings: Settings) -> None:
+    """:func:`warm_up` for a worker about to take jobs: a model that fails is logged, not fatal; the jobs of that
+    model then fail with the reason."""
+    try:
+        LOG.info("warm-up: %s", warm_up(settings))
+    except WarmUpError as err:
+        LOG.error("warm-up failed: %s", err)

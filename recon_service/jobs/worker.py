@@ -211,12 +211,9 @@ def worker_main(settings: Settings, parent_pid: int, use_pdeathsig: bool, option
     if executor is None:
         preload(options.threads)
         if options.warm_up:
-            from recon_service.jobs.warmup import WarmUpError, warm_up
+            from recon_service.jobs.warmup import warm_up_or_log
 
-            try:
-                LOG.info("warm-up: %s", warm_up(settings))
-            except WarmUpError as err:
-                LOG.error("warm-up failed: %s", err)  # jobs of that model will fail with the reason
+            warm_up_or_log(settings)
     LOG.info("worker %s ready", me)
     if ready is not None:
         ready.set()
@@ -333,13 +330,10 @@ class WorkerPool:
         process, one CPU per job worker, whose address the workers then join."""
         if self.settings.executor != "ray" or self.settings.ray_address or os.environ.get("RAY_ADDRESS"):
             return
-        from recon_service.executors.ray_cluster import import_ray
+        from recon_service.executors.ray_cluster import init_local_ray
 
-        ray = import_ray()
-        ray.init(num_cpus=self.concurrency, num_gpus=int(self.settings.ray_worker_gpus * self.concurrency) or None,
-                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        address = init_local_ray(self.concurrency, self.settings.ray_worker_gpus * self.concurrency)
         self._local_ray = True
-        address = ray.get_runtime_context().gcs_address
         self.settings = self.settings.model_copy(update={"ray_address": address})
         LOG.info("started a local Ray (%d CPUs) at %s for the job workers", self.concurrency, address)
 
