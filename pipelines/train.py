@@ -69,6 +69,7 @@ class TrainConfig:
     iterate_loss: bool = False  # loss averaged over every block's image (RIM is always trained so)
     flip_augment: bool = False  # random flips (and transposes of square slices) of each training slice
     ema_decay: float = 0.0  # > 0: validate and ship an exponential moving average of the weights
+    randomize: dict[str, Any] = field(default_factory=dict)  # data "randomized-brain": its ranges (RandomBrainConfig)
 
     def check(self) -> None:
         """Refuse settings a run cannot use (a ``ValueError`` naming the setting), before any work."""
@@ -111,6 +112,16 @@ class TrainConfig:
         for name in ("iterate_loss", "flip_augment"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.randomize, dict):
+            raise ValueError(f"randomize must be a JSON object, got {self.randomize!r}")
+        if self.data == RANDOMIZED:
+            from pipelines.simulate.randomized import RandomBrainConfig
+
+            RandomBrainConfig.from_dict(self.randomize)
+            if self.batch_size != 1:
+                raise ValueError("batch_size must be 1 with randomized-brain data (every slice has its own size)")
+        elif self.randomize:
+            raise ValueError(f"randomize sets the ranges of --data {RANDOMIZED}; the data here is {self.data!r}")
         data = self.data
         if not (isinstance(data, str) and data) and not (
                 isinstance(data, list) and data and all(isinstance(d, str) and d for d in data)):
@@ -130,8 +141,14 @@ class TrainingDiverged(ValueError):
 DIVERGED_LOSS = 1e3
 
 
+# ``TrainConfig.data`` naming the domain-randomised brain slices drawn on the fly instead of directories
+RANDOMIZED = "randomized-brain"
+
+
 def as_directories(data: str | Path | list[str]) -> list[Path]:
-    """``TrainConfig.data`` (one directory or several) as a list of paths."""
+    """``TrainConfig.data`` (one directory or several) as a list of paths (none for randomized-brain)."""
+    if data == RANDOMIZED:
+        return []
     return [Path(data)] if isinstance(data, str | Path) else [Path(d) for d in data]
 
 
@@ -173,6 +190,27 @@ class TrainingSlices:
         m = random_column_mask(width, acceleration, calibrated_center_fraction(width, acceleration), mask_seed)
         inputs = prepare_input(k, m.mask, m.num_low_frequencies)
         return inputs, torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
+
+
+class RandomizedSlices:
+    """Domain-randomised brain slices drawn on the fly (``pipelines.simulate.randomized``), each a function of its
+    seed: its own anatomy warp, contrast, matrix size, coils, SNR, mask kind and acceleration."""
+
+    def __init__(self, ranges: dict[str, Any]):
+        from pipelines.simulate.randomized import RandomBrainConfig
+
+        self.config = RandomBrainConfig.from_dict(ranges)
+
+    def sample(self, seed: int, transform: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor, float]:
+        """The slice of ``seed`` under its own mask: network inputs, reference, and the drawn acceleration."""
+        from pipelines.simulate.randomized import draw_slice
+
+        drawn = draw_slice(seed, self.config)
+        k, reference = drawn.kspace, drawn.reference
+        if transform:
+            k, reference = flip_slice(k, reference, transform)
+        inputs = prepare_input(k, drawn.mask, drawn.num_low_frequencies)
+        return inputs, torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)), drawn.draw["acceleration"]
 
 
 def flip_slice(kspace: np.ndarray, reference: np.ndarray, transform: int) -> tuple[np.ndarray, np.ndarray]:
@@ -298,7 +336,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     torch.manual_seed(cfg.seed)
     if cfg.val_data and not any(Path(cfg.val_data).glob("*.h5")):
         raise InputError(cfg.val_data, "no .h5 validation files (give --val-data, or \"val_data\": null in --config)")
-    data = TrainingSlices(cfg.data)
+    randomized = RandomizedSlices(cfg.randomize) if cfg.data == RANDOMIZED else None
+    data = TrainingSlices(cfg.data) if randomized is None else None
     model = build_model(cfg.model, cfg.model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start = 0
@@ -329,14 +368,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         t0 = time.perf_counter() - elapsed  # the seconds column counts on across resumes
         for step in range(start, cfg.steps):
             rng = np.random.default_rng([cfg.seed, step])
-            acc = float(rng.choice(cfg.accelerations))
-            picks = rng.integers(0, len(data), size=cfg.batch_size)
-            seeds = [int(rng.integers(2**31)) for _ in picks]
-            # drawn after the mask seeds, so runs without augmentation see the same slices and masks as before
-            flips = rng.integers(0, 8, size=len(picks)) if cfg.flip_augment else np.zeros(len(picks), int)
-            samples = [data.sample(int(i), acc, m, int(f)) for i, m, f in zip(picks, seeds, flips, strict=True)]
-            inputs = collate([s[0] for s in samples])
-            target = torch.stack([s[1] for s in samples])
+            if randomized is not None:
+                seed = int(rng.integers(2**31))
+                flip = int(rng.integers(0, 8)) if cfg.flip_augment else 0
+                sample_inputs, reference, acc = randomized.sample(seed, flip)
+                inputs, target = collate([sample_inputs]), reference[None]
+            else:
+                acc = float(rng.choice(cfg.accelerations))
+                picks = rng.integers(0, len(data), size=cfg.batch_size)
+                seeds = [int(rng.integers(2**31)) for _ in picks]
+                # drawn after the mask seeds, so runs without augmentation see the same slices and masks as before
+                flips = rng.integers(0, 8, size=len(picks)) if cfg.flip_augment else np.zeros(len(picks), int)
+                samples = [data.sample(int(i), acc, m, int(f)) for i, m, f in zip(picks, seeds, flips, strict=True)]
+                inputs = collate([s[0] for s in samples])
+                target = torch.stack([s[1] for s in samples])
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
             forward = model.iterates if cfg.iterate_loss else model
@@ -357,7 +402,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
             optimizer.step()
             if average is not None:
                 average.update_parameters(model)
-            log.writerow([step + 1, f"{loss_value:.6f}", f"{lr_at(step, cfg):.3e}", acc,
+            log.writerow([step + 1, f"{loss_value:.6f}", f"{lr_at(step, cfg):.3e}", round(acc, 3),
                           f"{time.perf_counter() - t0:.1f}"])
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                 log_file.flush()

@@ -184,6 +184,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     chosen = result.volume.attrs.get("chosen")
     if chosen:
         print(f"chosen: {format_chosen(chosen)}")
+    report = result.volume.attrs.get("consistency_report")
+    if report:
+        from pipelines.confidence import consistency_summary, flag_text
+
+        print(f"consistency: {consistency_summary(report)}")
+        if flag_text(report):
+            print(f"warning: {flag_text(report)}", file=sys.stderr)
     if result.metrics:
         print("  ".join(f"{k.upper()} {v:.4f}" for k, v in result.metrics.items()))
     return 0
@@ -666,7 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             | {"ct-prior"} | set(MRI_PRIORS)))
     tr.add_argument("--data", nargs="+", help="MRI: one or more directories of fastMRI-format files, fully sampled "
                                    "except for ambient-prior, which also takes undersampled ones (default "
-                                   "data/brain-bench/train, the simulated training split); ct-prior: DICOM "
+                                   "data/brain-bench/train, the simulated training split; RecurrentVarNet and RIM "
+                                   "also take 'randomized-brain': domain-randomised slices drawn on the fly, "
+                                   "ranges in --config's 'randomize'); ct-prior: DICOM "
                                    "CT series or NIfTI volumes (files or directories), or 'brain' (the default: the "
                                    "pseudo-CT brain's training range)")
     tr.add_argument("--val-data", dest="val_data", help="directory of undersampled files with references")

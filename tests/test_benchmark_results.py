@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT
 
 RESULTS = ("mri_brain", "ct_operators", "service_load", "unrolled_train_step", "validation_before_after",
+           "mri_consistency_tune", "mri_ood_calibrate", "mri_consistency",
            "unrolled_latency")
 
 

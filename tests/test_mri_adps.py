@@ -104,6 +104,12 @@ def test_draws_give_a_mean_and_a_std_map_and_one_draw_none(brain):
     assert chosen["further_acceleration"] == 5.0
     assert volume.attrs["model_id"] == AMBIENT and len(volume.attrs["weights_sha256"]) == 64
     assert "3 fast A-DPS draws" in volume.attrs["uncertainty_what"]
+    # the consistency report: the mean's data residual, the disagreement with L1-wavelet, the spread of the draws
+    report = volume.attrs["consistency_report"]
+    assert report["residual_network"] > 0.5 and 0 < report["disagreement"] < 1
+    expected = np.abs(volume.uncertainty)[np.abs(volume.data) > 0.1 * np.quantile(np.abs(volume.data), 0.99)].mean()
+    assert report["uncertainty"]["mean"] == pytest.approx(expected / np.quantile(np.abs(volume.data), 0.99), rel=1e-4)
+    assert not report["calibrated"] and not report["flagged"]  # no thresholds for the diffusion priors yet
     one = reconstruct(acq, "adps", {"model_id": FULL, "steps": 2, "samples": 1}).volume
     assert one.uncertainty is None and one.attrs["chosen"]["prior"] == "fully-sampled"
     assert one.attrs["chosen"]["mode"] == "adps" and one.attrs["engine"] == "torch-cpu"

@@ -178,3 +178,29 @@ def test_review_approve_and_reject(browser, setup):
     for job_id, expected in ((jobs[0], 6), (jobs[1], 0)):
         study = str(pydicom.dcmread(result_dicom_files(server.data_dir, job_id)[0]).StudyInstanceUID)
         assert len(orthanc.instances_of_study(study)) == expected
+
+
+def test_a_flagged_job_is_marked_and_held(browser, setup, tmp_path):
+    from pipelines.io.fastmri import write_fastmri
+    from pipelines.simulate.third_party import bart_phantom
+
+    server, _, _ = setup
+    raw = write_fastmri(tmp_path / "phantom.h5", bart_phantom(96, 8, 1.0, 12, 35.0, seed=3))  # fully sampled
+    with ReconClient(server.url, "submitter") as client:
+        job_id = client.submit([raw], "mri-rim", study={"PatientName": "Phantom^Bart", "PatientID": "P9"})["id"]
+        job = client.wait(job_id, timeout=300)
+    assert job["state"] == "succeeded" and job["flagged"] and job["flags"]
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    sign_in(page, server, "radiologist")
+    badge = page.locator(f"tr[data-job='{job_id}'] .badge.out-of-distribution")
+    assert badge.count() == 1 and "noise level" in badge.get_attribute("title")
+    open_job(page, job_id)
+    assert page.is_visible("#flag") and "Out of distribution" in page.inner_text("#flag")
+    consistency = page.inner_text("#consistency")
+    assert "data residual" in consistency and "flagged" in consistency and "l1-wavelet" in consistency
+    page.screenshot(path=str(ARTIFACTS / "flagged.png"))
+    page.close()
+    with ReconClient(server.url, "boss") as client:
+        assert [d["state"] for d in client.deliveries(job_id)] == ["awaiting-approval"]
+        with pytest.raises(Exception, match="flagged out of distribution"):
+            client.deliver(job_id, "archive")

@@ -14,9 +14,9 @@ import torch
 from models.classical.l1_wavelet import check_kspace_inputs, data_scale, lipschitz_bound
 from models.classical.tv import admm_tv
 from models.optim.cg import conjugate_gradient
-from models.physics.linop import Identity
+from models.physics.linop import Identity, Multiply
 from models.physics.mri.coils import reduce, rss
-from models.physics.mri.fft import ifft2c
+from models.physics.mri.fft import FFT2c, ifft2c
 from models.physics.mri.sense import SenseOperator
 
 
@@ -42,6 +42,76 @@ def cg_sense(kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, lam: 
     A = SenseOperator(maps, mask)  # noqa: N806 - math name
     rhs = A.H(kspace)
     return conjugate_gradient(A.N + lam * Identity(), rhs, max_iter=max_iter, tol=tol, batch_dims=rhs.ndim - 2)
+
+
+def data_consistency(image: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor,
+                     lam: float | torch.Tensor, iterations: int = 10, tol: float = 1e-6) -> torch.Tensor:
+    """The image nearest ``x0`` (``image``, e.g. a network's) that agrees with the measured k-space:
+    ``argmin_x ||M F S x - y||^2 + ||sqrt(lam) F (x - x0)||^2``.
+
+    ``lam`` is a number, or a map over the image's k-space (H, W): a frequency-dependent Tikhonov weight whose
+    infinite entries keep ``x0``'s spectrum there as it is. A number is solved as ``(A^H A + lam I) x = A^H y +
+    lam x0`` by CG from ``x0``; with ``lam = 0`` that is the projection ``x0 + A^+ (y - A x0)``: CG from ``x0`` never
+    changes ``x0`` where ``A`` is blind (outside the maps' support, unsampled k-space), ``iterations`` bounds the
+    noise it amplifies, and it stops once the relative residual is below ``tol`` (past convergence, rounding on a
+    singular system grows the blind part). A map is solved for the change ``z = F^H P w`` on the frequencies ``P``
+    where it is finite, ``(P F A^H A F^H P + lam P) w = P F A^H (y - A x0)``, and ``z`` is kept inside the maps'
+    support (the data cannot see outside it). With k-space noise ``sigma`` and
+    ``x0``'s error spectrum ``tau_k^2`` the MAP weight is ``lam_k = sigma^2 / tau_k^2``. With full sampling and maps
+    with ``sum |S|^2 = 1``, a number returns ``(S^H F^H y + lam x0) / (1 + lam)``: the data's coil-combined image
+    pulled towards ``x0`` by ``lam / (1 + lam)``.
+    """
+    A = SenseOperator(maps, mask)  # noqa: N806 - math name
+    if isinstance(lam, torch.Tensor):
+        kept = ~torch.isfinite(lam)
+        if bool(kept.all()):
+            return image
+        open_ = (~kept).to(image.real.dtype)
+        F = FFT2c()  # noqa: N806 - math name
+        B = A @ F.H @ Multiply(open_)  # noqa: N806 - math name: the change, spectrum restricted to open bands
+        weights = torch.where(kept, torch.zeros_like(lam), lam).to(image.real.dtype)
+        normal = B.N + Multiply(weights * open_)
+        w = conjugate_gradient(normal, B.H(kspace - A(image)), max_iter=iterations, tol=tol,
+                               batch_dims=image.ndim - 2)
+        # the data cannot see outside the maps' support, so the change is kept inside it
+        support = (maps.real**2 + maps.imag**2).sum(-3) > 0
+        return image + support * F.H(open_ * w)
+    rhs = A.H(kspace) + lam * image
+    normal = A.N + lam * Identity() if lam > 0 else A.N
+    return conjugate_gradient(normal, rhs, x0=image, max_iter=iterations, tol=tol, batch_dims=rhs.ndim - 2)
+
+
+def radial_bands(shape: tuple[int, int], bands: int) -> torch.Tensor:
+    """Band index (0 = centre) of each point of an (H, W) centred k-space grid: ``bands`` equal steps of the
+    normalised radius ``sqrt((kx / H)^2 + (ky / W)^2)`` up to the corner (``sqrt(2) / 2``)."""
+    h, w = shape
+    ky = (torch.arange(h) - h // 2) / h
+    kx = (torch.arange(w) - w // 2) / w
+    radius = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
+    return torch.clamp((radius / (2**0.5 / 2) * bands).long(), max=bands - 1)
+
+
+def band_power(residual: torch.Tensor, mask: torch.Tensor, bands: int = 12, min_samples: int = 64) -> torch.Tensor:
+    """The mean over the sampled points of each radial band of ``sum_c |r_c|^2`` for a coil residual ``r``
+    (C, H, W), as an (H, W) map (with maps normalised to ``sum |S|^2 = 1`` the coils' residuals add up to the image
+    error's power, plus ``C sigma^2`` of noise). A band with fewer than ``min_samples`` sampled coil points takes
+    its nearest band's value."""
+    coils = residual.shape[-3]
+    grid = radial_bands(tuple(residual.shape[-2:]), bands)
+    sampled = torch.broadcast_to(mask.reshape(mask.shape[-2:]) != 0, grid.shape)
+    power = (residual.real**2 + residual.imag**2).reshape(-1, *grid.shape).sum(0)
+    values = torch.full((bands,), float("nan"), dtype=torch.float64)
+    for band in range(bands):
+        picked = sampled & (grid == band)
+        if int(picked.sum()) * coils >= min_samples:
+            values[band] = float(power[picked].mean())
+    known = torch.nonzero(~torch.isnan(values)).flatten()
+    if len(known) == 0:
+        return torch.zeros(grid.shape)
+    for band in range(bands):
+        if torch.isnan(values[band]):
+            values[band] = values[known[torch.argmin((known - band).abs())]]
+    return values[grid].to(torch.float32)
 
 
 # ---- ADMM-TV ------------------------------------------------------------------------------------------------

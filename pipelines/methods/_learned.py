@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
+from pipelines.confidence import consistency_report
 from pipelines.data import ImageVolume, MRIAcquisition
+from pipelines.learned import DataConsistency
 from pipelines.reconstructors import SERVICE, LearnedModel, Method, MethodParams, Progress
 from pipelines.sampling import acquisition_mask
 
@@ -48,9 +51,24 @@ class ZooModelParams(MethodParams):
         return model_id
 
 
+# the consistency step's threshold (pipelines.learned.DataConsistency: a k-space band is corrected where the network's
+# error power there exceeds the data's noise power this many times): 1 is where the MAP weight crosses 1, the largest
+# that returns fully sampled inputs within their noise level; its cost and gain on the validation split are in
+# benchmarks/results/mri_consistency_tune.json
+CONSISTENCY_THRESHOLD = 1.0
+
+
 class LearnedParams(ZooModelParams):
     fft: Literal["matmul", "dft-op"] = Field("matmul", description="FFT variant of the ONNX engine",
                                              json_schema_extra=SERVICE)
+    consistency: Literal["noise-weighted", "exact", "off"] = Field(
+        "noise-weighted", description="data consistency after the network: CG-SENSE iterations from its image "
+                                      "weighted by the measured noise, the exact projection onto the data, or none")
+    consistency_threshold: float = Field(
+        CONSISTENCY_THRESHOLD, ge=0, le=1000, description="noise-weighted: a k-space band is corrected where the "
+                                                          "network's residual power exceeds the best fit's by more "
+                                                          "than this many times the noise power")
+    consistency_iterations: int = Field(10, ge=1, le=200, description="CG iterations of the consistency step")
     default_model: ClassVar[str] = ""
 
     @field_validator("fft")
@@ -94,6 +112,15 @@ def _engine(model: torch.nn.Module, model_id: str, card: dict[str, Any], params:
     return engine, f"onnxruntime:{engine.provider}"
 
 
+def _consistency_step(acq: MRIAcquisition, mask: np.ndarray, params: LearnedParams) -> DataConsistency:
+    """The method's ``DataConsistency`` with the acquisition's noise level (``off``: it only measures)."""
+    from pipelines.methods._mri import acquisition_noise
+
+    noise = acquisition_noise(acq, mask)
+    return DataConsistency(noise["sigma"], params.consistency, params.consistency_threshold,
+                           params.consistency_iterations, noise_source=noise["source"])
+
+
 def learned(name: str, summary: str, model: LearnedModel) -> Method:
     """The declaration of a learned method running ``model.kind`` networks from the zoo."""
 
@@ -106,9 +133,14 @@ def learned(name: str, summary: str, model: LearnedModel) -> Method:
             raise ValueError(f"model {model_id!r} is a {card['kind']}, not a {model.kind}")
         engine, provider = _engine(network, model_id, card, params)
         mask, num_low = acquisition_mask(acq)
-        data = reconstruct_acquisition(engine, acq, mask, num_low, progress)
-        return ImageVolume(data, acq.affine, {"model_id": model_id, "weights_sha256": card["sha256"],
-                                              "engine": provider, "params": params.model_dump()})
+        step = _consistency_step(acq, mask, params)
+        data = reconstruct_acquisition(engine, acq, mask, num_low, progress, step)
+        attrs = {"model_id": model_id, "weights_sha256": card["sha256"], "engine": provider,
+                 "params": params.model_dump()}
+        noise = {"sigma": step.sigma, "source": step.noise_source}
+        measured = {**step.report(), "mode": params.consistency, "noise": noise}
+        attrs["consistency_report"] = consistency_report(acq, data, measured, card)
+        return ImageVolume(data, acq.affine, attrs)
 
     params = type(f"{model.kind.capitalize()}Params", (LearnedParams,),
                   {"kind": model.kind, "default_model": model.default_model})

@@ -214,6 +214,10 @@ def run(acq: MRIAcquisition, params: ADPSParams, progress: Progress | None = Non
         label = "A-DPS" if mode == "adps" else "fast A-DPS"
         volume.attrs["uncertainty_what"] = (f"standard deviation over {params.samples} {label} draws of the complex "
                                             "image, in the image's units")
+    from pipelines.confidence import consistency_report, measured_residuals
+
+    volume.attrs["consistency_report"] = consistency_report(acq, volume.data, measured_residuals(acq, volume.data),
+                                                            card, volume.uncertainty)
     return volume
 
 

@@ -112,6 +112,30 @@ def _resample(slices: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out, 0, None).astype(np.float32)
 
 
+def acquire(magnitude: np.ndarray, coils: int, snr_db: float, rng: np.random.Generator,
+            readout_oversampling: int = 1) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fully sampled noisy coil k-space of magnitude slices ``m`` (n, size, size), with their RSS reference.
+
+    ``k_c = F(S_c m e^{i phi}) + n_c`` with a smooth random phase ``phi``, birdcage maps ``S_c`` and complex
+    noise of standard deviation ``sigma = mean(|S m| in the object) / 10^(snr_db / 20)``; the reference is
+    ``|m| sqrt(sum_c |S_c|^2)``. Returns (k-space (n, coils, H, W) complex64, reference (n, size, size), sigma).
+    """
+    size = magnitude.shape[-1]
+    phase = _smooth_phase((size, size), rng)
+    image = magnitude * np.exp(1j * phase)[None]
+    maps = _coil_maps(coils, size, rng)
+    coil_images = maps[None] * image[:, None]                       # (slices, coils, H, W)
+    reference = (magnitude * np.sqrt((np.abs(maps) ** 2).sum(0))[None]).astype(np.float32)
+    if readout_oversampling > 1:
+        pad = (readout_oversampling - 1) * size // 2
+        coil_images = np.pad(coil_images, ((0, 0), (0, 0), (pad, pad), (0, 0)))
+    kspace = fft2c(torch.from_numpy(coil_images.astype(np.complex64))).numpy()
+    obj = reference > 0.1 * reference.max()
+    sigma = float(reference[obj].mean()) / 10 ** (snr_db / 20)
+    noise = rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)
+    return (kspace + sigma / np.sqrt(2) * noise).astype(np.complex64), reference, sigma
+
+
 def simulate_slab(contrast: str, orientation: str, first_index: int, acceleration: float,
                   cfg: MRISimulationConfig, seed: int) -> MRIAcquisition:
     """One slab of ``cfg.slices`` slices as an acquisition (undersampled when acceleration > 1)."""
@@ -127,19 +151,7 @@ def simulate_slab(contrast: str, orientation: str, first_index: int, acceleratio
         gamma = float(np.exp(np.random.default_rng([seed, 1]).uniform(low, high)))
         peak = float(magnitude.max()) or 1.0
         magnitude = (peak * (magnitude / peak) ** gamma).astype(np.float32)
-    phase = _smooth_phase((cfg.size, cfg.size), rng)
-    image = magnitude * np.exp(1j * phase)[None]
-    maps = _coil_maps(cfg.coils, cfg.size, rng)
-    coil_images = maps[None] * image[:, None]                       # (slices, coils, H, W)
-    reference = (magnitude * np.sqrt((np.abs(maps) ** 2).sum(0))[None]).astype(np.float32)
-    if cfg.readout_oversampling > 1:
-        pad = (cfg.readout_oversampling - 1) * cfg.size // 2
-        coil_images = np.pad(coil_images, ((0, 0), (0, 0), (pad, pad), (0, 0)))
-    kspace = fft2c(torch.from_numpy(coil_images.astype(np.complex64))).numpy()
-    obj = reference > 0.1 * reference.max()
-    sigma = float(reference[obj].mean()) / 10 ** (cfg.snr_db / 20)
-    noise = rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)
-    kspace = (kspace + sigma / np.sqrt(2) * noise).astype(np.complex64)
+    kspace, reference, sigma = acquire(magnitude, cfg.coils, cfg.snr_db, rng, cfg.readout_oversampling)
     mask_info = None
     if acceleration > 1:
         center_fraction = calibrated_center_fraction(kspace.shape[-1], acceleration, MIN_CENTER_LINES)

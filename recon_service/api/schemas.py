@@ -87,6 +87,10 @@ class JobOut(BaseModel):
                                                                 "provider, parameters and times of a finished job")
     metrics: dict[str, float | None] | None = Field(None, description="PSNR/SSIM/NMSE against the input's "
                                                                       "reference, when it had one")
+    flagged: bool = Field(False, description="the learned image is out of distribution (its consistency report, "
+                                             "provenance.consistency_report): never delivered to a PACS without a "
+                                             "reviewer's approval")
+    flags: list[str] = Field(default_factory=list, description="why it is flagged")
     deliveries: list[DeliveryOut] | None = Field(None, description="the result's PACS deliveries (on GET of one "
                                                                    "job)")
     review: dict[str, Any] | None = Field(None, description="the review decision (approved or rejected, comment, "
@@ -102,6 +106,7 @@ class JobOut(BaseModel):
                    worker=job.worker, cancel_requested=job.cancel_requested, created_at=job.created_at,
                    started_at=job.started_at, finished_at=job.finished_at, results=formats,
                    provenance=result.get("provenance"), metrics=result.get("metrics"),
+                   flagged=bool(job.flags), flags=job.flags,
                    deliveries=None if deliveries is None else [DeliveryOut.of(d) for d in deliveries],
                    review=None if review is None else {"decision": review.decision, "comment": review.comment,
                                                        "reviewer": review.reviewer, "decided_at": review.decided_at},

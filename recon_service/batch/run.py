@@ -22,6 +22,7 @@ from recon_service.batch.inputs import BatchItem
 from recon_service.batch.status import StatusLog
 from recon_service.executors.base import Executor, Finished, Lost, Started
 from recon_service.executors.task import Task, publish_files, single_input_job
+from recon_service.jobs.store import result_flags
 
 METRICS = ("psnr", "ssim", "nmse")
 SUMMARY_FILE = "summary.json"
@@ -164,9 +165,10 @@ def _settle(log: StatusLog, out: Path, item: BatchItem, event: Finished, attempt
     result = outcome.result or {}
     provenance = result.get("provenance") or {}
     publish_files(outcome.files, out / item.key)
+    extra = {"flags": result_flags(result)} if result_flags(result) else {}
     return log.append(item.key, str(item.path), "done", attempt=attempt, worker=event.worker,
                       seconds=provenance.get("seconds"), slices=provenance.get("slices"),
-                      outputs=_outputs(item.key, result), metrics=result.get("metrics"))
+                      outputs=_outputs(item.key, result), metrics=result.get("metrics"), **extra)
 
 
 def format_report(report: BatchReport) -> str:
@@ -194,6 +196,8 @@ def format_report(report: BatchReport) -> str:
     for r in report.rows:
         if r["status"] == "failed":
             lines.append(f"failed: {r['input']}: {r.get('reason')}")
+        if r.get("flags"):
+            lines.append(f"out of distribution: {r['input']}: {'; '.join(r['flags'])}")
     return "\n".join(lines)
 
 

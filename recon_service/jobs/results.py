@@ -47,6 +47,7 @@ class DicomSeries:
     study: StudyInfo
     provenance: Provenance
     series_description: str | None = None
+    attributes: dict[str, str] | None = None  # DICOM keywords set on every image (e.g. ImageComments)
 
 
 def written_study(path: Path, study: StudyInfo) -> StudyInfo:
@@ -92,7 +93,8 @@ def write_results(data_dir: Path, job_id: str, volume: ImageVolume, metrics: dic
         frame = str(generate_uid())  # one frame of reference for the image and the uncertainty series
         modality = DICOM_MODALITY[dicom.modality]
         series = write_dicom_series(volume, staging / DICOM_DIR, modality, dicom.study, dicom.provenance,
-                                    series_description=dicom.series_description, frame_of_reference_uid=frame)
+                                    series_description=dicom.series_description, frame_of_reference_uid=frame,
+                                    attributes=dicom.attributes)
         zip_series(series, staging / FILES["dicom"])
         formats.append("dicom")
         if volume.uncertainty is not None:

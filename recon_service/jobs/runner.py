@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines.confidence import DICOM_LT, FLAG_NOTE, consistency_summary, flag_text
 from pipelines.data import InputError
 from pipelines.io.dicom_series import Provenance
 from pipelines.io.dicom_study import StudyInfo
@@ -172,6 +173,18 @@ def _effective_parameters(provenance: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if v is not None}
 
 
+def report_in_dicom(description: str, report: dict[str, Any] | None) -> tuple[str, dict[str, str] | None]:
+    """The series description and DICOM attributes that carry a learned image's consistency report: its summary
+    in ImageComments, and for an out-of-distribution image the flag at the head of both."""
+    if report is None:
+        return description, None
+    summary = consistency_summary(report)
+    flag = flag_text(report)
+    if flag is None:
+        return description, {"ImageComments": summary[:DICOM_LT]}
+    return f"{FLAG_NOTE} {description}", {"ImageComments": f"{flag}. {summary}"[:DICOM_LT]}
+
+
 def run_job(settings: Settings, job: JobRecord, progress: ProgressFn, review_panes: bool = True) -> dict[str, Any]:
     """Reconstruct ``job`` and write its results under ``settings.data_dir``; returns the job's result:
     ``{"files": {format: path relative to DATA_DIR}, "provenance": {...}, "metrics": {...} | None}``. A learned
@@ -230,9 +243,11 @@ def run_job(settings: Settings, job: JobRecord, progress: ProgressFn, review_pan
             "chosen_parameters": attrs.get("chosen"), "reconstruction_seconds": attrs.get("seconds"),
             "slices": int(recon.volume.data.shape[0]),
         }
+        if attrs.get("consistency_report") is not None:
+            provenance["consistency_report"] = attrs["consistency_report"]
         metrics = None if recon.metrics is None else {k: float(v) for k, v in recon.metrics.items()}
         dicom = DicomSeries(info.modality, _study(job, acq), _dicom_provenance(provenance),
-                            f"{info.name} reconstruction")
+                            *report_in_dicom(f"{info.name} reconstruction", attrs.get("consistency_report")))
         files = write_results(data_dir, job.id, recon.volume, metrics,
                               {"job_id": job.id, "pipeline": info.name, "method": info.method.name}, dicom, panes)
         provenance["seconds"] = time.perf_counter() - started

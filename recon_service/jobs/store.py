@@ -51,6 +51,12 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def result_flags(result: dict[str, Any] | None) -> list[str]:
+    """The out-of-distribution reasons of a job result (``run_job``'s), empty when it is not flagged."""
+    report = ((result or {}).get("provenance") or {}).get("consistency_report") or {}
+    return [str(r) for r in report.get("reasons") or []] if report.get("flagged") else []
+
+
 @dataclass(frozen=True)
 class NewInput:
     """An uploaded file already stored durably under the data directory (``path`` is relative to it)."""
@@ -98,6 +104,12 @@ class JobRecord:
         """The StudyInstanceUID the job's study names, if it names one (what audit entries record)."""
         uid = self.study.get("StudyInstanceUID")
         return uid if isinstance(uid, str) else None
+
+    @property
+    def flags(self) -> list[str]:
+        """Why the learned image is out of distribution (its consistency report's reasons); empty when it is not
+        flagged (or not learned)."""
+        return result_flags(self.result)
 
     @classmethod
     def of(cls, job: Job) -> JobRecord:

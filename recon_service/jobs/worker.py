@@ -105,7 +105,7 @@ def execute_job(context, job, progress_interval: float = 0.25, executor=None):  
     whose remote worker died is re-queued, or failed once it has used its attempts, as for a dead job worker."""
     from recon_service.jobs.remote import WorkerLost, run_job_on
     from recon_service.jobs.runner import JobCancelled, JobFailed, run_job
-    from recon_service.jobs.store import JobState
+    from recon_service.jobs.store import JobState, result_flags
 
     store = context.store
     reporter = ProgressReporter(store, job.id, progress_interval)
@@ -133,19 +133,20 @@ def execute_job(context, job, progress_interval: float = 0.25, executor=None):  
         return _with_retries(lambda: store.finish(job.id, JobState.FAILED, error=internal),
                              f"finishing job {job.id}")
     LOG.info("job %s succeeded in %.1f s", job.id, time.perf_counter() - start)
-    rows = _with_success(context, job.id, job.pipeline)
+    rows = _with_success(context, job.id, job.pipeline, bool(result_flags(result)))
     return _with_retries(lambda: store.finish(job.id, JobState.SUCCEEDED, result=result, also=rows),
                          f"finishing job {job.id}")
 
 
-def _with_success(context, job_id: str, pipeline: str):  # noqa: ANN001, ANN202
+def _with_success(context, job_id: str, pipeline: str, flagged: bool = False):  # noqa: ANN001, ANN202
     """What a succeeded job adds in the transaction of its success: its result instances in the DICOMweb index,
-    and the outbox rows of the PACS auto-delivery rules."""
+    and the outbox rows of the PACS auto-delivery rules (held for approval when the result is flagged out of
+    distribution)."""
     from recon_service.jobs.catalog import get_pipeline
     from recon_service.pacs.outbox import add_deliveries, planned_deliveries
     from recon_service.pacs.result_index import add_index, index_rows
 
-    planned = planned_deliveries(context.pacs, pipeline, get_pipeline(pipeline).learned)
+    planned = planned_deliveries(context.pacs, pipeline, get_pipeline(pipeline).learned, flagged)
     try:
         indexed = index_rows(context.settings.data_dir, job_id)
     except Exception:  # the job's results stand; only DICOMweb will not list them

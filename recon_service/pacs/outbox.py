@@ -71,9 +71,11 @@ class DeliveryExists(Exception):
     """The job already has a delivery to that destination."""
 
 
-def planned_deliveries(config: PacsConfig, pipeline: str, learned: bool) -> list[tuple[str, str]]:
-    """``(destination, initial state)`` of a succeeded job of ``pipeline`` by the auto-delivery rules."""
-    state = AWAITING_APPROVAL if config.needs_review(pipeline, learned) else PENDING
+def planned_deliveries(config: PacsConfig, pipeline: str, learned: bool,
+                       flagged: bool = False) -> list[tuple[str, str]]:
+    """``(destination, initial state)`` of a succeeded job of ``pipeline`` by the auto-delivery rules. A result
+    flagged out of distribution always waits for a reviewer's approval, whatever the rules say."""
+    state = AWAITING_APPROVAL if flagged or config.needs_review(pipeline, learned) else PENDING
     return [(name, state) for name in config.auto_destinations(pipeline)]
 
 

@@ -39,6 +39,9 @@ def _check_reviewed(context: ServiceContext, job: JobRecord) -> None:
     decision = Reviews(context.engine, context.pacs).get(job.id)
     if decision is not None and decision.decision == "rejected":
         raise HTTPException(409, f"job {job.id} was rejected in review; it stays out of the archive")
+    if decision is None and job.flags:
+        raise HTTPException(409, f"job {job.id} is flagged out of distribution ({'; '.join(job.flags)}); a reviewer "
+                                 "must approve it in the review tool first")
     if decision is None and context.pacs.needs_review(job.pipeline, get_pipeline(job.pipeline).learned):
         raise HTTPException(409, f"job {job.id} is a learned result waiting for review; approve it in the review "
                                  "tool first")

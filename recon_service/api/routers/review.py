@@ -69,6 +69,8 @@ class WorklistItem(BaseModel):
     review: str = Field(description="pending (not decided), approved or rejected; 'n/a' for jobs not succeeded")
     deliveries: dict[str, str] = Field(description="destination -> delivery state")
     metrics: dict[str, float | None] | None = None
+    flagged: bool = Field(False, description="the learned image is out of distribution (its consistency report)")
+    flags: list[str] = Field(default_factory=list, description="why it is flagged")
 
 
 class PaneOut(BaseModel):
@@ -111,7 +113,7 @@ def _worklist(context: ServiceContext, state: str | None, pipeline: str | None) 
             patient_name=job.study.get("PatientName"), patient_id=job.study.get("PatientID"),
             accession_number=job.study.get("AccessionNumber"), study_description=job.study.get("StudyDescription"),
             review=review, deliveries={d.destination: d.state for d in deliveries.get(job.id, [])},
-            metrics=(job.result or {}).get("metrics")))
+            metrics=(job.result or {}).get("metrics"), flagged=bool(job.flags), flags=job.flags))
     return items
 
 

@@ -95,7 +95,14 @@ async function loadWorklist() {
     ];
     cells.forEach((text, i) => {
       const cell = document.createElement("td");
-      if (i === 4) cell.append(badge(item.state));
+      if (i === 4) {
+        cell.append(badge(item.state));
+        if (item.flagged) {  // out of distribution: the reviewer sees it before opening the job
+          const flag = badge("out-of-distribution");
+          flag.title = item.flags.join("; ");
+          cell.append(" ", flag);
+        }
+      }
       else if (i === 5) cell.append(badge(item.review));
       else if (i === 6) for (const [name, s] of Object.entries(item.deliveries)) cell.append(badge(`${s}`), ` ${name} `);
       else cell.textContent = text;
@@ -304,6 +311,24 @@ function showJobDetails() {
     ["weights SHA-256", p.weights_sha256], ["engine", p.engine_provider],
     ["seconds", p.reconstruction_seconds && Number(p.reconstruction_seconds).toFixed(2)]]);
   fillTable($("deliveries"), (job.deliveries || []).map((d) => [d.destination, d.state]));
+  $("flag").hidden = !job.flagged;
+  $("flag").textContent = job.flagged ?
+    `Out of distribution: ${job.flags.join("; ")}. Not delivered to the PACS without your approval.` : "";
+  const report = p.consistency_report;
+  $("consistency-box").hidden = !report;
+  if (report) {
+    const pct = (v) => (typeof v === "number" ? `${(100 * v).toFixed(1)}%` : "");
+    fillTable($("consistency"), [
+      ["data residual (x noise, expected 1)", report.residual_network && report.residual_network.toFixed(2)],
+      ["largest over slices", report.residual_network_max && report.residual_network_max.toFixed(2)],
+      ["after consistency step", typeof report.residual === "number" ? report.residual.toFixed(2) : "off"],
+      [`disagreement with ${report.baseline}`, pct(report.disagreement)],
+      ...(report.uncertainty ? [["uncertainty (mean, p99)",
+        `${pct(report.uncertainty.mean)}, ${pct(report.uncertainty.p99)}`]] : []),
+      ["check", report.calibrated ? (report.flagged ? "flagged" : "within the calibrated range") :
+        "not calibrated for this model"],
+    ]);
+  }
   const decided = job.review;
   $("decision-form").hidden = Boolean(decided);
   $("decided").textContent = decided ?

@@ -1,0 +1,174 @@
+"""The consistency report that comes with every learned MRI image, and its out-of-distribution flag.
+
+A learned image is checked three ways:
+
+* against its own data: the network image's normalised residual ``rho = ||A x - y|| / (sigma sqrt(m))`` on the
+  measured samples (about 1 when it explains the data down to the noise; ``pipelines.learned.DataConsistency``),
+  per slice, with the largest over the volume;
+* against a classical reconstruction computed beside it (``BASELINE``, at its noise-adaptive defaults): the
+  relative disagreement ``||(|x| - |x_c|)|| / ||x_c||`` of the magnitudes over the volume;
+* for the diffusion methods, by their own spread: the uncertainty map's mean and 99th percentile over the object,
+  relative to the image's 99th percentile.
+
+The flag compares the report with thresholds calibrated per model on the simulated brain tuning split and
+stored in the model's card (``card["ood"]``, written by ``benchmarks/mri_ood_calibrate.py`` with the false-flag
+rates it measured on the held-out sets). A model without calibrated thresholds is reported as not calibrated,
+never as in distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipelines.data import MRIAcquisition
+
+BASELINE = "l1-wavelet"
+FLAG_NOTE = "[OUT OF DISTRIBUTION]"  # heads the SeriesDescription of a flagged image
+DICOM_LT = 10240  # ImageComments is LT: at most 10240 characters
+
+
+def disagreement(image: np.ndarray, baseline: np.ndarray) -> float:
+    """``||(|x| - |x_c|)|| / ||x_c||`` over the whole volume (0 when they agree)."""
+    a, b = np.abs(image).astype(np.float64), np.abs(baseline).astype(np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def uncertainty_summary(image: np.ndarray, std: np.ndarray) -> dict[str, float]:
+    """The uncertainty map's mean and 99th percentile over the object (``|x|`` above 10% of its 99th
+    percentile), relative to that percentile."""
+    magnitude = np.abs(image)
+    scale = float(np.quantile(magnitude, 0.99)) or 1.0
+    obj = magnitude > 0.1 * scale
+    values = np.abs(std)[obj] if obj.any() else np.abs(std).ravel()
+    return {"mean": float(values.mean() / scale), "p99": float(np.quantile(values, 0.99) / scale)}
+
+
+@dataclass(frozen=True)
+class FlagThresholds:
+    """What makes a learned image out of distribution: a network residual above ``residual``, or a disagreement
+    above the line through ``disagreement``'s ``[acceleration, limit]`` points (a classical reconstruction is worse
+    at higher accelerations, so it may disagree more with a sound network; extended linearly on both sides, never
+    below a third of the first point's limit)."""
+
+    residual: float
+    disagreement: tuple[tuple[float, float], ...]
+
+    def disagreement_at(self, acceleration: float) -> float:
+        (r0, d0), (r1, d1) = self.disagreement[0], self.disagreement[-1]
+        slope = (d1 - d0) / (r1 - r0) if r1 != r0 else 0.0
+        return max(d0 + slope * (acceleration - r0), d0 / 3)
+
+    def reasons(self, report: dict[str, Any]) -> list[str]:
+        out = []
+        rho = report.get("residual_network_max")
+        if rho is not None and rho > self.residual:
+            out.append(f"the network image contradicts its own data: residual {rho:.2f} x the noise level "
+                       f"(in distribution at most {self.residual:.2f})")
+        d, acceleration = report.get("disagreement"), report.get("acceleration")
+        if d is not None and acceleration is not None and d > (limit := self.disagreement_at(acceleration)):
+            out.append(f"it disagrees with the classical {report.get('baseline', BASELINE)} reconstruction by "
+                       f"{100 * d:.1f}% (in distribution at most {100 * limit:.1f}% at {acceleration:.1f}x)")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"residual": self.residual, "disagreement": [list(p) for p in self.disagreement]}
+
+
+def thresholds_of(card: dict[str, Any]) -> FlagThresholds | None:
+    """The card's calibrated thresholds (None when the model was never calibrated)."""
+    ood = card.get("ood") or {}
+    limits = ood.get("thresholds")
+    if not limits:
+        return None
+    return FlagThresholds(float(limits["residual"]), tuple((float(r), float(d)) for r, d in limits["disagreement"]))
+
+
+def baseline_image(acq: MRIAcquisition) -> np.ndarray:
+    """The classical reconstruction the report compares with (complex, the recon matrix): at its defaults, or with
+    ACS maps where ESPIRiT cannot calibrate (fewer calibration lines than its kernel is wide). ``ValueError``
+    when neither runs."""
+    from pipelines.reconstructors import get
+
+    method = get("mri", BASELINE)
+    try:
+        return method.run(acq, method.check(None)).data
+    except ValueError:
+        return method.run(acq, method.check({"maps": "acs"})).data
+
+
+def measured_residuals(acq: MRIAcquisition, image: np.ndarray) -> dict[str, float]:
+    """The data residual of a volume (slices, h, w) that a method made without ``DataConsistency`` (the diffusion
+    methods): per slice with the learned methods' ACS maps, median and largest. Empty when the image does not
+    cover the k-space field of view (readout oversampling)."""
+    import torch
+
+    from pipelines.learned import DataConsistency, collate, prepare_input
+    from pipelines.methods._mri import acquisition_noise
+    from pipelines.sampling import acquisition_mask
+
+    if image.shape[-2:] != acq.kspace.shape[-2:]:
+        return {}
+    mask, num_low = acquisition_mask(acq)
+    noise = acquisition_noise(acq, mask)
+    step = DataConsistency(noise["sigma"], "off", noise_source=noise["source"])
+    for s in range(acq.num_slices):
+        inputs = collate([prepare_input(acq.kspace[s], mask, num_low)])
+        step.apply(torch.view_as_real(torch.from_numpy(np.ascontiguousarray(image[s], np.complex64)))[None], inputs)
+    return {**step.report(), "mode": "none", "noise": {"sigma": step.sigma, "source": step.noise_source}}
+
+
+def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[str, float],
+                       card: dict[str, Any], std: np.ndarray | None = None) -> dict[str, Any]:
+    """The report of a learned image ``image`` of ``acq``: ``measured`` is the consistency step's
+    (``DataConsistency.report()``, with ``mode`` and ``noise``), ``std`` the diffusion methods' uncertainty map."""
+    from pipelines.sampling import acquisition_mask, sampled_acceleration
+
+    mask, _ = acquisition_mask(acq)
+    report: dict[str, Any] = {**measured, "expected_residual": 1.0, "baseline": BASELINE,
+                              "acceleration": sampled_acceleration(mask, acq.kspace.shape[-2:])}
+    try:
+        report["disagreement"] = disagreement(image, baseline_image(acq))
+    except ValueError as err:  # the image stands; only this check is missing, and the report says why
+        report["disagreement"] = None
+        report["baseline_error"] = str(err)
+    if std is not None:
+        report["uncertainty"] = uncertainty_summary(image, std)
+    limits = thresholds_of(card)
+    if limits is None:
+        report.update(calibrated=False, flagged=False, reasons=[],
+                      note="no out-of-distribution thresholds are calibrated for this model")
+    else:
+        reasons = limits.reasons(report)
+        report.update(calibrated=True, thresholds=limits.to_dict(), flagged=bool(reasons), reasons=reasons)
+    return report
+
+
+def consistency_summary(report: dict[str, Any]) -> str:
+    """The report in one line (DICOM ImageComments, logs)."""
+    parts = []
+    if "residual_network" in report:
+        parts.append(f"data residual {report['residual_network']:.2f} x noise (expected "
+                     f"{report['expected_residual']:.0f})")
+    if "residual" in report:
+        parts.append(f"after the consistency step ({report['mode']}) {report['residual']:.2f}")
+    if report.get("disagreement") is not None:
+        parts.append(f"disagreement with {report['baseline']} {100 * report['disagreement']:.1f}%")
+    else:
+        parts.append(f"no {report['baseline']} comparison ({report.get('baseline_error')})")
+    if "uncertainty" in report:
+        parts.append(f"uncertainty mean {100 * report['uncertainty']['mean']:.1f}% of the image scale")
+    if not report.get("calibrated"):
+        parts.append("out-of-distribution check not calibrated for this model")
+    elif not report.get("flagged"):
+        parts.append("within the calibrated range")
+    return "Consistency report: " + "; ".join(parts)
+
+
+def flag_text(report: dict[str, Any] | None) -> str | None:
+    """One line for a flagged report (DICOM ImageComments, job status), None when not flagged."""
+    if not report or not report.get("flagged"):
+        return None
+    return "OUT OF DISTRIBUTION: " + "; ".join(report.get("reasons") or [])

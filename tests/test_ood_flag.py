@@ -1,0 +1,126 @@
+"""Out-of-distribution flags. Raw data made by tools this project did not write (ISMRMRD's simulator, BART's
+phantom under BART's masks) comes back from every learned method either at least as good as L1-wavelet or flagged;
+a flagged job says so in its status and its DICOM, and is never delivered to a PACS on its own."""
+
+import numpy as np
+import pydicom
+import pytest
+from job_inputs import submit
+from system_deps import require_tool
+
+from pipelines.confidence import FLAG_NOTE, FlagThresholds, consistency_report, thresholds_of
+from pipelines.io.fastmri import write_fastmri
+from pipelines.metrics import psnr
+from pipelines.pipeline import reconstruct
+from pipelines.reconstructors import default_models
+from pipelines.simulate import mri
+from pipelines.simulate.third_party import bart_phantom, ismrmrd_shepp_logan
+from pipelines.zoo import load_card
+from recon_service.api.schemas import JobOut
+from recon_service.context import ServiceContext
+from recon_service.jobs.results import result_dicom_files
+from recon_service.jobs.runner import run_job
+from recon_service.jobs.store import JobState
+from recon_service.pacs.config import PacsConfig
+from recon_service.pacs.outbox import AWAITING_APPROVAL, PENDING, planned_deliveries
+from recon_service.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+LEARNED = ["recurrentvarnet", "rim"]
+
+
+@pytest.fixture(scope="module")
+def third_party():
+    require_tool("ismrmrd_generate_cartesian_shepp_logan", "ismrmrd-tools")
+    require_tool("bart", "bart")
+    return {"ismrmrd-equispaced-4x": ismrmrd_shepp_logan(96, 8, 4, 12, 0.05),
+            "bart-poisson-4x": bart_phantom(128, 8, 4.0, 12, 35.0, seed=1),
+            "bart-full": bart_phantom(128, 8, 1.0, 12, 35.0, seed=3)}
+
+
+def test_every_shipped_model_is_calibrated():
+    for method in LEARNED:
+        card = load_card(default_models()[method])
+        limits = thresholds_of(card)
+        assert limits is not None and limits.residual > 1, card["id"]
+        (low, at_low), (high, at_high) = limits.disagreement
+        assert 3 < low < 5 < 7 < high < 9 and 0 < at_low < at_high < 1  # about 4x and 8x, higher at 8x
+        rates = card["ood"]["false_flag_rate"]
+        assert rates["held-out pooled"] < 0.05 and rates["held-out files"] >= 40
+
+
+@pytest.mark.parametrize("case", ["ismrmrd-equispaced-4x", "bart-poisson-4x", "bart-full"])
+@pytest.mark.parametrize("method", LEARNED)
+def test_third_party_data_is_at_least_l1_wavelet_or_flagged(method, case, third_party):
+    acq = third_party[case]
+    learned = reconstruct(acq, method).volume
+    report = learned.attrs["consistency_report"]
+    assert report["calibrated"]
+    baseline = reconstruct(acq, "l1-wavelet").volume
+    ours, theirs = psnr(acq.reference, np.abs(learned.data)), psnr(acq.reference, np.abs(baseline.data))
+    assert report["flagged"] or ours >= theirs, (case, method, ours, theirs, report)
+    if report["flagged"]:
+        assert report["reasons"] and all("in distribution at most" in r for r in report["reasons"])
+
+
+def test_report_and_flag_follow_the_thresholds():
+    cfg = mri.MRISimulationConfig(size=64, coils=4, slices=1)
+    acq = mri.simulate_slab("t2", "axial", 100, 4.0, cfg, seed=2)
+    measured = {"residual_network": 1.1, "residual_network_max": 1.3, "residual": 1.0, "mode": "noise-weighted"}
+    image = reconstruct(acq, "cg-sense").volume.data
+    lenient = {"ood": {"thresholds": {"residual": 2.0, "disagreement": [[4.0, 0.9], [8.0, 0.95]]}}}
+    calm = consistency_report(acq, image, measured, lenient)
+    assert calm["calibrated"] and not calm["flagged"] and calm["reasons"] == []
+    assert 0 < calm["disagreement"] < 0.9 and calm["baseline"] == "l1-wavelet" and calm["expected_residual"] == 1
+    strict = {"ood": {"thresholds": {"residual": 1.2, "disagreement": [[4.0, 1e-4], [8.0, 2e-4]]}}}
+    flagged = consistency_report(acq, image, measured, strict)
+    assert flagged["flagged"] and len(flagged["reasons"]) == 2 and "1.30 x the noise level" in flagged["reasons"][0]
+    assert 3 < flagged["acceleration"] < 5 and "at 4." in flagged["reasons"][1]
+    unknown = consistency_report(acq, image, measured, {})
+    assert not unknown["calibrated"] and not unknown["flagged"] and unknown["reasons"] == []
+    assert "no out-of-distribution thresholds" in unknown["note"]
+    limits = FlagThresholds(1.2, ((4.0, 0.1), (8.0, 0.2)))
+    assert limits.disagreement_at(6.0) == pytest.approx(0.15) and limits.disagreement_at(2.0) == pytest.approx(0.05)
+    assert limits.disagreement_at(1.0) == pytest.approx(0.1 / 3)  # never below a third of the first limit
+    assert limits.reasons({"residual_network_max": 1.1, "disagreement": 0.12, "acceleration": 6.0}) == []
+    assert len(limits.reasons({"residual_network_max": 1.1, "disagreement": 0.12, "acceleration": 4.0})) == 1
+
+
+def test_a_flagged_job_says_so_and_waits_for_a_reviewer(tmp_path, third_party):
+    context = ServiceContext.create(Settings(data_dir=tmp_path / "data", providers="CPUExecutionProvider",
+                                             warmup=False))
+    try:
+        source = write_fastmri(tmp_path / "phantom.h5", third_party["bart-full"])
+        job = submit(context.store, context.settings.data_dir, "mri-rim", [(source, "phantom.h5", "fastmri")])
+        result = run_job(context.settings, job, lambda *_: None)
+        report = result["provenance"]["consistency_report"]
+        assert report["flagged"] and report["residual_network_max"] > report["thresholds"]["residual"]
+        context.store.claim_next("w")
+        context.store.finish(job.id, JobState.SUCCEEDED, result=result)
+        status = JobOut.of(context.store.get(job.id))
+        assert status.flagged and status.flags == report["reasons"]
+        for path in result_dicom_files(context.settings.data_dir, job.id):
+            ds = pydicom.dcmread(path)
+            assert ds.SeriesDescription.startswith(FLAG_NOTE)
+            assert ds.ImageComments.startswith("OUT OF DISTRIBUTION: ") and "Consistency report" in ds.ImageComments
+    finally:
+        context.engine.dispose()
+    # even where learned results may go out unreviewed, a flagged one waits for approval
+    config = PacsConfig.model_validate({"destinations": {"web": {"kind": "dicomweb", "url": "http://pacs/dicom-web"}},
+                                        "auto_deliver": {"*": ["web"]}, "deliver_learned_unreviewed": True})
+    assert planned_deliveries(config, "mri-rim", learned=True) == [("web", PENDING)]
+    assert planned_deliveries(config, "mri-rim", learned=True, flagged=True) == [("web", AWAITING_APPROVAL)]
+
+
+def test_the_report_survives_a_baseline_that_cannot_calibrate():
+    cfg = mri.MRISimulationConfig(size=32, coils=4, slices=1)
+    acq = mri.simulate_slab("t1", "axial", 100, 8.0, cfg, seed=4)  # 2 calibration lines: too few for ESPIRiT
+    assert acq.num_low_frequencies == 2
+    report = reconstruct(acq, "rim").volume.attrs["consistency_report"]
+    assert report["disagreement"] is not None and "baseline_error" not in report  # L1-wavelet on ACS maps
+    measured = {"residual_network": 1.0, "residual_network_max": 1.0, "mode": "off"}
+    blank = mri.simulate_slab("t1", "axial", 100, 8.0, cfg, seed=4)
+    blank.kspace[:] = 0  # nothing for any baseline to calibrate on
+    report = consistency_report(blank, np.zeros((1, 32, 32), np.complex64), measured, {})
+    assert report["disagreement"] is None and report["baseline_error"]
