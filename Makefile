@@ -40,6 +40,11 @@ bench-data: setup
 	    mv "$(BENCH_DATA)/.partial/$$set" "$(BENCH_DATA)/$$set" && rm -rf "$(BENCH_DATA)/.partial" || exit 1; \
 	  fi; \
 	done; echo "benchmark data: $(BENCH_DATA) ($(BENCH_SETS))"
+	@if [ ! -d data/brain-equispaced/test ]; then \
+	  rm -rf data/brain-equispaced && \
+	  $(VENV)/bin/recon simulate mri --out data/brain-equispaced.partial --set test --mask equispaced --seed 3 && \
+	  mv data/brain-equispaced.partial data/brain-equispaced || exit 1; \
+	fi; echo "equispaced-mask test set: data/brain-equispaced/test"
 
 bench: setup bench-data
 	$(PY) benchmarks/mri_classical.py

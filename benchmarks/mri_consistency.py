@@ -1,7 +1,6 @@
 """The learned MRI networks with and without their data-consistency step, old against retrained, on held-out data.
 
-    make bench-data
-    recon simulate mri --out data/brain-equispaced --set test --mask equispaced --seed 3
+    make bench-data    # also the equispaced-mask test set, data/brain-equispaced
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_consistency.py [--models a,b,...]
 
 Sets (nothing here was trained or tuned on): the brain benchmark's ``test`` (axial), ``test-orientation`` (coronal,

@@ -1,7 +1,6 @@
 """Calibrating the learned MRI methods' out-of-distribution flag, and checking it where it must fire.
 
-    make bench-data
-    recon simulate mri --out data/brain-equispaced --set test --mask equispaced --seed 3
+    make bench-data    # also the equispaced-mask test set, data/brain-equispaced
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_ood_calibrate.py [--write-cards]
 
 Each shipped network (``--models``) reconstructs, with its defaults, every file of

@@ -81,9 +81,9 @@ class DataConsistency:
     power of the network's image error in that band (maps with ``sum |S|^2 = 1``); where it is above ``threshold``
     times the noise power ``sigma^2`` of the data's own image (``sigma`` measured), the data is the better
     estimate and the band is corrected with the MAP weight ``lam_b = sigma^2 / tau_b^2``; the others keep the
-    network's spectrum. A network
-    that agrees with its data down to the noise is returned unchanged; one that contradicts it (an unfamiliar
-    object or mask, fully sampled input) is pulled to the data in the bands where it does. ``mode="exact"`` asks
+    network's spectrum, and the background around the object keeps the network's image. A network that agrees with
+    its data down to the noise is returned unchanged; one that contradicts it (an unfamiliar object or mask, fully
+    sampled input) is pulled to the data in the bands where it does. ``mode="exact"`` asks
     for the projection whatever the noise; ``mode="off"`` only measures. Each slice's normalised residual
     ``rho = ||A x - y|| / (sigma sqrt(m))`` (about 1 for an image that explains the data down to its noise, ``m``
     the measured samples) of the network image and of the result, and the fraction of bands corrected, are kept
