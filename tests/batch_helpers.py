@@ -47,8 +47,11 @@ def start_batch(source: Path, out: Path, *extra: str, pipeline: str = "mri-cg-se
     args = [*recon_command(), "batch", str(source), "--pipeline", pipeline, "--out", str(out), *extra]
     if params:
         args += ["--params", json.dumps(params)]
+    # Ctrl-C as a terminal sends it: the batch must not inherit an ignored SIGINT (a shell's background job does),
+    # or Python never turns it into KeyboardInterrupt
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def status_lines(out: Path) -> list[dict]:
