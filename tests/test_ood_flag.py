@@ -124,3 +124,16 @@ def test_the_report_survives_a_baseline_that_cannot_calibrate():
     blank.kspace[:] = 0  # nothing for any baseline to calibrate on
     report = consistency_report(blank, np.zeros((1, 32, 32), np.complex64), measured, {})
     assert report["disagreement"] is None and report["baseline_error"]
+
+
+def test_recon_batch_lists_flagged_files(tmp_path, run_recon, third_party):
+    import json
+
+    source = tmp_path / "in"
+    source.mkdir()
+    write_fastmri(source / "phantom.h5", third_party["bart-full"])
+    proc = run_recon("batch", str(source), "--pipeline", "mri-rim", "--out", str(tmp_path / "out"), "--workers", "1")
+    assert "out of distribution: " in proc.stdout and "phantom.h5" in proc.stdout
+    [done] = [json.loads(line) for line in (tmp_path / "out" / "status.jsonl").read_text().splitlines()
+              if json.loads(line)["status"] == "done"]
+    assert done["flags"] and "noise level" in done["flags"][0]
