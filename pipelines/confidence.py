@@ -117,7 +117,7 @@ def measured_residuals(acq: MRIAcquisition, image: np.ndarray) -> dict[str, floa
     for s in range(acq.num_slices):
         inputs = collate([prepare_input(acq.kspace[s], mask, num_low)])
         step.apply(torch.view_as_real(torch.from_numpy(np.ascontiguousarray(image[s], np.complex64)))[None], inputs)
-    return {**step.report(), "mode": "none", "noise": {"sigma": step.sigma, "source": step.noise_source}}
+    return {**step.report(), "mode": "none"}
 
 
 def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[str, float],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,12 +135,13 @@ class DataConsistency:
         self.slices.append({"corrected": corrected, "residual_network": before, "residual": after})
         return torch.view_as_real(x).to(image.dtype)
 
-    def report(self) -> dict[str, float]:
-        """Median over slices of each recorded figure (and the largest network residual)."""
+    def report(self) -> dict[str, Any]:
+        """Median over slices of each recorded figure, the largest network residual, the mode and the noise."""
         if not self.slices:
             return {}
-        out = {key: float(np.median([s[key] for s in self.slices])) for key in self.slices[0]}
+        out: dict[str, Any] = {key: float(np.median([s[key] for s in self.slices])) for key in self.slices[0]}
         out["residual_network_max"] = float(max(s["residual_network"] for s in self.slices))
+        out.update(mode=self.mode, noise={"sigma": self.sigma, "source": self.noise_source})
         return out
 
 

@@ -189,8 +189,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         from pipelines.confidence import consistency_summary, flag_text
 
         print(f"consistency: {consistency_summary(report)}")
-        if flag_text(report):
-            print(f"warning: {flag_text(report)}", file=sys.stderr)
+        flag = flag_text(report)
+        if flag:
+            print(f"warning: {flag}", file=sys.stderr)
     if result.metrics:
         print("  ".join(f"{k.upper()} {v:.4f}" for k, v in result.metrics.items()))
     return 0

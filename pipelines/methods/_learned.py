@@ -137,9 +137,7 @@ def learned(name: str, summary: str, model: LearnedModel) -> Method:
         data = reconstruct_acquisition(engine, acq, mask, num_low, progress, step)
         attrs = {"model_id": model_id, "weights_sha256": card["sha256"], "engine": provider,
                  "params": params.model_dump()}
-        noise = {"sigma": step.sigma, "source": step.noise_source}
-        measured = {**step.report(), "mode": params.consistency, "noise": noise}
-        attrs["consistency_report"] = consistency_report(acq, data, measured, card)
+        attrs["consistency_report"] = consistency_report(acq, data, step.report(), card)
         return ImageVolume(data, acq.affine, attrs)
 
     params = type(f"{model.kind.capitalize()}Params", (LearnedParams,),

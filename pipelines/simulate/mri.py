@@ -94,9 +94,14 @@ def slab_starts(orientation: str, split: str, cfg: MRISimulationConfig) -> list[
     return [s for n, s in enumerate(starts) if SPLIT_PATTERN[n % len(SPLIT_PATTERN)] == split]
 
 
+def smooth_field(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Low-pass random field (white noise under a periodic Gaussian of ``sigma`` pixels) with peak ``|value|`` 1."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=sigma, mode="wrap")
+    return field / max(float(np.abs(field).max()), 1e-12)
+
+
 def _smooth_phase(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=shape[0] / 6, mode="wrap")
-    return (np.pi * field / max(np.abs(field).max(), 1e-12)).astype(np.float32)
+    return (np.pi * smooth_field(shape, shape[0] / 6, rng)).astype(np.float32)
 
 
 def _coil_maps(coils: int, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from models.physics.mri.masks import calibrated_center_fraction, make_mask
 from pipelines.simulate import brain
-from pipelines.simulate.mri import MIN_CENTER_LINES, MRISimulationConfig, acquire, slab_starts
+from pipelines.simulate.mri import MIN_CENTER_LINES, MRISimulationConfig, acquire, slab_starts, smooth_field
 
 TISSUES = ("csf", "gm", "wm")
 COLUMN_MASKS = ("random", "equispaced")
@@ -121,12 +121,6 @@ def training_slice_indices() -> np.ndarray:
     return np.array([s + i for s in slab_starts("axial", "train", cfg) for i in range(span)])
 
 
-def _smooth_field(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Low-pass random field with peak |value| 1."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=sigma, mode="wrap")
-    return field / max(float(np.abs(field).max()), 1e-12)
-
-
 def _sample_coordinates(size: int, cfg: RandomBrainConfig, rng: np.random.Generator) -> np.ndarray:
     """Cube (row, col) coordinates, in 1 mm template pixels, of each pixel of a warped ``size`` x ``size`` slice."""
     cube = brain.CUBE_MM
@@ -141,7 +135,7 @@ def _sample_coordinates(size: int, cfg: RandomBrainConfig, rng: np.random.Genera
     points += rng.uniform(-cfg.shift_mm, cfg.shift_mm, size=(2, 1))
     amplitude = rng.uniform(0, cfg.deformation_mm)
     for axis in range(2):
-        points[axis] += amplitude * _smooth_field((size, size), size / 8, rng).ravel()
+        points[axis] += amplitude * smooth_field((size, size), size / 8, rng).ravel()
     return (points + (cube - 1) / 2).reshape(2, size, size)
 
 
@@ -175,7 +169,7 @@ def draw_slice(seed: int, cfg: RandomBrainConfig | None = None) -> RandomSlice:
     coordinates = _sample_coordinates(size, cfg, rng)
     magnitude = np.clip(ndimage.map_coordinates(image, coordinates, order=1, mode="constant"), 0, None)
     bias = rng.uniform(0, cfg.bias)
-    magnitude = magnitude * np.exp(bias * _smooth_field((size, size), size / 4, rng))
+    magnitude = magnitude * np.exp(bias * smooth_field((size, size), size / 4, rng))
     peak = float(magnitude.max())
     magnitude = (magnitude / peak if peak > 0 else magnitude).astype(np.float32)
     coils = int(rng.integers(cfg.coils[0], cfg.coils[1] + 1))

@@ -26,6 +26,7 @@ import torch
 
 from models.physics.mri.coils import rss
 from models.physics.mri.fft import ifft2c
+from models.physics.mri.masks import count_center_lines
 from pipelines.data import InputError, MRIAcquisition
 
 ISMRMRD_GENERATOR = "ismrmrd_generate_cartesian_shepp_logan"
@@ -98,10 +99,8 @@ def bart_phantom(size: int = 256, coils: int = 8, acceleration: float = 4.0, cal
         noise = rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)
         kspace = (kspace + sigma / np.sqrt(2) * noise).astype(np.complex64)
     kspace = kspace * mask[None, None, :]
-    center = size // 2
-    lines = int(np.sum(np.cumprod(mask[center:]))) + int(np.sum(np.cumprod(mask[:center][::-1])))
     return MRIAcquisition(
-        kspace=kspace[None], mask=mask[None], num_low_frequencies=lines, recon_shape=(size, size),
+        kspace=kspace[None], mask=mask[None], num_low_frequencies=count_center_lines(mask), recon_shape=(size, size),
         reference=reference[None].astype(np.float32), affine=np.diag([1.0, 1.0, 1.0, 1.0]),
         attrs={"source_tool": "bart phantom -k / bart poisson -v", "acceleration": float(acceleration),
                "snr_db": snr_db, "noise_sigma": sigma, "mask_kind": "bart-poisson-1d" if acceleration > 1 else "none"},

@@ -165,7 +165,8 @@ def _settle(log: StatusLog, out: Path, item: BatchItem, event: Finished, attempt
     result = outcome.result or {}
     provenance = result.get("provenance") or {}
     publish_files(outcome.files, out / item.key)
-    extra = {"flags": result_flags(result)} if result_flags(result) else {}
+    flags = result_flags(result)
+    extra = {"flags": flags} if flags else {}
     return log.append(item.key, str(item.path), "done", attempt=attempt, worker=event.worker,
                       seconds=provenance.get("seconds"), slices=provenance.get("slices"),
                       outputs=_outputs(item.key, result), metrics=result.get("metrics"), **extra)
