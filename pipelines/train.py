@@ -70,6 +70,7 @@ class TrainConfig:
     flip_augment: bool = False  # random flips (and transposes of square slices) of each training slice
     ema_decay: float = 0.0  # > 0: validate and ship an exponential moving average of the weights
     randomize: dict[str, Any] = field(default_factory=dict)  # data "randomized-brain": its ranges (RandomBrainConfig)
+    randomized_fraction: float = 0.5  # data mixing "randomized-brain" with directories: share of randomized steps
 
     def check(self) -> None:
         """Refuse settings a run cannot use (a ``ValueError`` naming the setting), before any work."""
@@ -114,7 +115,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.randomize, dict):
             raise ValueError(f"randomize must be a JSON object, got {self.randomize!r}")
-        if self.data == RANDOMIZED:
+        data = self.data
+        if not (isinstance(data, str) and data) and not (
+                isinstance(data, list) and data and all(isinstance(d, str) and d for d in data)):
+            raise ValueError(f"data must be a directory or a non-empty list of directories, got {data!r}")
+        if uses_randomized(data):
             from pipelines.simulate.randomized import RandomBrainConfig
 
             RandomBrainConfig.from_dict(self.randomize)
@@ -122,10 +127,7 @@ class TrainConfig:
                 raise ValueError("batch_size must be 1 with randomized-brain data (every slice has its own size)")
         elif self.randomize:
             raise ValueError(f"randomize sets the ranges of --data {RANDOMIZED}; the data here is {self.data!r}")
-        data = self.data
-        if not (isinstance(data, str) and data) and not (
-                isinstance(data, list) and data and all(isinstance(d, str) and d for d in data)):
-            raise ValueError(f"data must be a directory or a non-empty list of directories, got {data!r}")
+        number("randomized_fraction", 0.0, 1.0)
         for name in ("val_data", "init_from"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, str) and value):
@@ -146,10 +148,14 @@ RANDOMIZED = "randomized-brain"
 
 
 def as_directories(data: str | Path | list[str]) -> list[Path]:
-    """``TrainConfig.data`` (one directory or several) as a list of paths (none for randomized-brain)."""
-    if data == RANDOMIZED:
-        return []
-    return [Path(data)] if isinstance(data, str | Path) else [Path(d) for d in data]
+    """``TrainConfig.data`` (one directory or several) as a list of paths, leaving out randomized-brain."""
+    entries = [data] if isinstance(data, str | Path) else data
+    return [Path(d) for d in entries if d != RANDOMIZED]
+
+
+def uses_randomized(data: str | Path | list[str]) -> bool:
+    """Whether ``TrainConfig.data`` draws domain-randomised slices (alone, or mixed with directories)."""
+    return data == RANDOMIZED or (isinstance(data, list) and RANDOMIZED in data)
 
 
 class TrainingSlices:
@@ -336,8 +342,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     torch.manual_seed(cfg.seed)
     if cfg.val_data and not any(Path(cfg.val_data).glob("*.h5")):
         raise InputError(cfg.val_data, "no .h5 validation files (give --val-data, or \"val_data\": null in --config)")
-    randomized = RandomizedSlices(cfg.randomize) if cfg.data == RANDOMIZED else None
-    data = TrainingSlices(cfg.data) if randomized is None else None
+    randomized = RandomizedSlices(cfg.randomize) if uses_randomized(cfg.data) else None
+    directories = as_directories(cfg.data)
+    data = TrainingSlices(directories) if directories else None
     model = build_model(cfg.model, cfg.model_config)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start = 0
@@ -368,7 +375,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         t0 = time.perf_counter() - elapsed  # the seconds column counts on across resumes
         for step in range(start, cfg.steps):
             rng = np.random.default_rng([cfg.seed, step])
-            if randomized is not None:
+            # a mixed run picks the source from its own stream, so each source draws as it would alone
+            if randomized is not None and (
+                    data is None or np.random.default_rng([cfg.seed, step, 1]).uniform() < cfg.randomized_fraction):
                 seed = int(rng.integers(2**31))
                 flip = int(rng.integers(0, 8)) if cfg.flip_augment else 0
                 sample_inputs, reference, acc = randomized.sample(seed, flip)

@@ -676,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "except for ambient-prior, which also takes undersampled ones (default "
                                    "data/brain-bench/train, the simulated training split; RecurrentVarNet and RIM "
                                    "also take 'randomized-brain': domain-randomised slices drawn on the fly, "
-                                   "ranges in --config's 'randomize'); ct-prior: DICOM "
+                                   "ranges in --config's 'randomize', alone or beside directories, taking "
+                                   "'randomized_fraction' of the steps, default 0.5); ct-prior: DICOM "
                                    "CT series or NIfTI volumes (files or directories), or 'brain' (the default: the "
                                    "pseudo-CT brain's training range)")
     tr.add_argument("--val-data", dest="val_data", help="directory of undersampled files with references")

@@ -244,3 +244,29 @@ def test_validation_files_are_spread_over_the_directory(tmp_path):
     assert {n[:2] for n in picked} == {"pd", "t1", "t2"} and {n[-5:] for n in picked} == {"4x.h5", "8x.h5"}
     assert [f.name for f in validation_files(tmp_path, None)] == sorted(names)
     assert len(validation_files(tmp_path, 50)) == len(names)
+
+
+def test_randomized_slices_mix_with_training_files(dataset, tmp_path):
+    """data = randomized-brain beside a directory: about randomized_fraction of the steps draw a randomized slice
+    (an acceleration off the configured 4x/8x), the rest a file slice; reproducible; the fraction is checked."""
+    def cfg(fraction: float) -> TrainConfig:
+        return TrainConfig(model="rim", model_config=TINY, data=["randomized-brain", str(dataset / "train")],
+                           val_data=None, steps=16, checkpoint_every=16, warmup_steps=1, lr=1e-3, seed=4,
+                           threads=1, randomized_fraction=fraction, randomize={"sizes": [32, 40], "coils": [2, 3]})
+
+    def accelerations(run: str) -> list[float]:
+        return [float(r["acceleration"]) for r in csv.DictReader(open(tmp_path / run / "log.csv"))]
+
+    first = train(cfg(0.5), tmp_path / "a")
+    again = train(cfg(0.5), tmp_path / "b")
+    a, b = torch.load(first, weights_only=True), torch.load(again, weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drawn = accelerations("a")
+    from_files = [x for x in drawn if x in (4.0, 8.0)]
+    assert 3 <= len(from_files) <= 13, drawn  # binomial(16, 0.5): outside this range with probability 0.4%
+    train(cfg(0.0), tmp_path / "files")
+    assert set(accelerations("files")) <= {4.0, 8.0}
+    train(cfg(1.0), tmp_path / "randomized")
+    assert not set(accelerations("randomized")) & {4.0, 8.0}
+    with pytest.raises(ValueError, match="randomized_fraction"):
+        cfg(1.5).check()
