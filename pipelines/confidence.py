@@ -19,11 +19,14 @@ never as in distribution.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipelines.data import MRIAcquisition
+
+if TYPE_CHECKING:
+    from pipelines.reconstructors import Progress
 
 BASELINE = "l1-wavelet"
 FLAG_NOTE = "[OUT OF DISTRIBUTION]"  # heads the SeriesDescription of a flagged image
@@ -86,17 +89,17 @@ def thresholds_of(card: dict[str, Any]) -> FlagThresholds | None:
     return FlagThresholds(float(limits["residual"]), tuple((float(r), float(d)) for r, d in limits["disagreement"]))
 
 
-def baseline_image(acq: MRIAcquisition) -> np.ndarray:
+def baseline_image(acq: MRIAcquisition, progress: Progress | None = None) -> np.ndarray:
     """The classical reconstruction the report compares with (complex, the recon matrix): at its defaults, or with
     ACS maps where ESPIRiT cannot calibrate (fewer calibration lines than its kernel is wide). ``ValueError``
-    when neither runs."""
+    when neither runs. ``progress(done, total)`` counts its slices."""
     from pipelines.reconstructors import get
 
     method = get("mri", BASELINE)
     try:
-        return method.run(acq, method.check(None)).data
+        return method.run(acq, method.check(None), progress).data
     except ValueError:
-        return method.run(acq, method.check({"maps": "acs"})).data
+        return method.run(acq, method.check({"maps": "acs"}), progress).data
 
 
 def measured_residuals(acq: MRIAcquisition, image: np.ndarray) -> dict[str, float]:
@@ -121,16 +124,18 @@ def measured_residuals(acq: MRIAcquisition, image: np.ndarray) -> dict[str, floa
 
 
 def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[str, float],
-                       card: dict[str, Any], std: np.ndarray | None = None) -> dict[str, Any]:
+                       card: dict[str, Any], std: np.ndarray | None = None,
+                       progress: Progress | None = None) -> dict[str, Any]:
     """The report of a learned image ``image`` of ``acq``: ``measured`` is the consistency step's
-    (``DataConsistency.report()``, with ``mode`` and ``noise``), ``std`` the diffusion methods' uncertainty map."""
+    (``DataConsistency.report()``, with ``mode`` and ``noise``), ``std`` the diffusion methods' uncertainty map;
+    ``progress(done, total)`` counts the baseline's slices."""
     from pipelines.sampling import acquisition_mask, sampled_acceleration
 
     mask, _ = acquisition_mask(acq)
     report: dict[str, Any] = {**measured, "expected_residual": 1.0, "baseline": BASELINE,
                               "acceleration": sampled_acceleration(mask, acq.kspace.shape[-2:])}
     try:
-        report["disagreement"] = disagreement(image, baseline_image(acq))
+        report["disagreement"] = disagreement(image, baseline_image(acq, progress))
     except ValueError as err:  # the image stands; only this check is missing, and the report says why
         report["disagreement"] = None
         report["baseline_error"] = str(err)

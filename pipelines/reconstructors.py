@@ -34,6 +34,16 @@ METHODS_PACKAGE = "pipelines.methods"
 SERVICE = {"service": True}
 
 
+def in_stages(progress: Progress | None, sizes: list[int]) -> list[Progress | None]:
+    """``progress`` split over consecutive stages of ``sizes`` units: stage k's ``(done, n_k)`` is reported as
+    ``(sum of the earlier sizes + done, sum of all sizes)``, so one bar runs once over the whole."""
+    if progress is None:
+        return [None] * len(sizes)
+    total = sum(sizes)
+    offsets = [sum(sizes[:k]) for k in range(len(sizes))]
+    return [lambda done, _n, base=base: progress(base + done, total) for base in offsets]
+
+
 class MethodParams(BaseModel):
     """Base of every method's parameter model: strict types (no "10" for 10), no unknown keys, finite numbers."""
 

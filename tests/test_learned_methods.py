@@ -103,11 +103,16 @@ def test_model_id_must_match_the_method(held_out_slab):
         reconstruct(held_out_slab, "rim", {"engine": "tensorflow"})
 
 
-def test_metrics_agree_with_a_direct_computation(held_out_slab):
-    result = reconstruct(held_out_slab, "rim")
+def test_metrics_agree_with_a_direct_computation_and_progress_covers_the_report(held_out_slab):
+    seen = []
+    result = reconstruct(held_out_slab, "rim", None, lambda done, total: seen.append((done, total)))
     magnitude = result.volume.magnitude()
     assert result.metrics["psnr"] == pytest.approx(psnr(held_out_slab.reference, magnitude))
     assert result.metrics["ssim"] == pytest.approx(ssim(held_out_slab.reference, magnitude))
+    # 2 slices through the network, then the consistency report's L1-wavelet baseline on the same 2
+    assert seen[0] == (1, 4) and (2, 4) in seen and seen[-1] == (4, 4), seen
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert result.volume.attrs["consistency_report"]["disagreement"] > 0
 
 
 def test_shipped_onnx_engine_matches_torch(held_out_slab):

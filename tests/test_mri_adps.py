@@ -67,7 +67,7 @@ def test_cli_writes_the_image_and_the_uncertainty_map_with_progress(brain, tmp_p
                           "--param", "steps=2", "--param", "samples=2", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
-    assert "4/4" in res.stderr
+    assert "4/6" in res.stderr and "6/6" in res.stderr  # then the consistency report's baseline on each slice
     assert "chosen: exact A-DPS (mode null on engine torch), 2 steps" in res.stdout
     image, std = tmp_path / "brain_adps.nii.gz", tmp_path / "brain_adps_uncertainty.nii.gz"
     assert image.is_file() and std.is_file() and f"uncertainty: {std}" in res.stdout
@@ -94,7 +94,8 @@ def test_draws_give_a_mean_and_a_std_map_and_one_draw_none(brain):
     seen: list[tuple[int, int]] = []
     volume = reconstruct(acq, "adps", {**FAST, "engine": "onnx", "samples": 3, "max_batch": 2},
                          progress=lambda done, total: seen.append((done, total))).volume
-    assert seen[-1] == (12, 12) and len(seen) == 12  # 2 slices x 2 batches of draws (2 + 1) x 3 steps
+    # 2 slices x 2 batches of draws (2 + 1) x 3 steps, then the consistency report's baseline on the 2 slices
+    assert seen[:12] == [(d, 14) for d in range(1, 13)] and seen[-1] == (14, 14)
     assert volume.data.shape == acq.reference.shape and volume.data.dtype == np.complex64
     assert volume.uncertainty.shape == volume.data.shape and volume.uncertainty.min() >= 0
     assert volume.uncertainty.max() > 0
@@ -130,7 +131,8 @@ def test_volume_mode_joins_the_slices_by_total_variation_along_z():
         volume = reconstruct(acq, "adps", params, progress=lambda d, n: steps.append((d, n))).volume
         assert volume.data.shape == volume.uncertainty.shape == (3, 128, 128)
         results[tv] = float(np.abs(np.diff(np.abs(volume.data), axis=0)).mean())
-    assert volume.attrs["chosen"]["tv_z"] == 0.05 and steps[-1] == (8, 8)
+    # 8 steps over the whole volume, then the consistency report's baseline on its 3 slices
+    assert volume.attrs["chosen"]["tv_z"] == 0.05 and (8, 11) in steps and steps[-1] == (11, 11)
     assert results[0.05] < 0.5 * results[None], results
     with pytest.raises(ParamError, match="setting of mode fast"):
         get("mri", "adps").check({"engine": "torch", "tv_z": 0.05})
@@ -170,7 +172,8 @@ def test_service_job_writes_the_uncertainty_map_as_a_dicom_series_of_the_same_st
         result = run_job(context.settings, job, lambda fraction, step: seen.append(step))
     finally:
         context.engine.dispose()
-    assert any("reconstructing step 4/4" in s for s in seen), seen
+    # 4 sampler steps (2 slices x 2 steps, both draws in one batch), then the report's baseline on the 2 slices
+    assert any("reconstructing step 4/6" in s for s in seen) and "reconstructing step 6/6" in seen, seen
     prov = result["provenance"]
     assert prov["pipeline"] == "mri-adps" and prov["model_id"] == AMBIENT
     assert prov["engine_provider"] == "onnxruntime:CPUExecutionProvider" and prov["parameters"]["mode"] == "fast"

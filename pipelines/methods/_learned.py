@@ -12,7 +12,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pipelines.confidence import consistency_report
 from pipelines.data import ImageVolume, MRIAcquisition
 from pipelines.learned import DataConsistency
-from pipelines.reconstructors import SERVICE, LearnedModel, Method, MethodParams, Progress
+from pipelines.reconstructors import SERVICE, LearnedModel, Method, MethodParams, Progress, in_stages
 from pipelines.sampling import acquisition_mask
 
 Provider = Literal["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -134,12 +134,14 @@ def learned(name: str, summary: str, model: LearnedModel) -> Method:
         engine, provider = _engine(network, model_id, card, params)
         mask, num_low = acquisition_mask(acq)
         step = _consistency_step(acq, mask, params)
-        data = reconstruct_acquisition(engine, acq, mask, num_low, progress, step)
+        through_network, baseline = in_stages(progress, [acq.num_slices, acq.num_slices])
+        data = reconstruct_acquisition(engine, acq, mask, num_low, through_network, step)
         attrs = {"model_id": model_id, "weights_sha256": card["sha256"], "engine": provider,
                  "params": params.model_dump()}
-        attrs["consistency_report"] = consistency_report(acq, data, step.report(), card)
+        attrs["consistency_report"] = consistency_report(acq, data, step.report(), card, progress=baseline)
         return ImageVolume(data, acq.affine, attrs)
 
     params = type(f"{model.kind.capitalize()}Params", (LearnedParams,),
                   {"kind": model.kind, "default_model": model.default_model})
-    return Method(name, "mri", summary, params, run, learned=model)
+    # steps: each slice through the network, then each slice of the consistency report's baseline
+    return Method(name, "mri", summary, params, run, learned=model, progress_unit="step")

@@ -57,7 +57,7 @@ from pipelines.methods._mri_prior import (
     prior_info,
     size_multiple,
 )
-from pipelines.reconstructors import SERVICE, LearnedModel, Method, Progress, register
+from pipelines.reconstructors import SERVICE, LearnedModel, Method, Progress, in_stages, register
 from pipelines.sampling import acquisition_mask
 
 Mode = Literal["adps", "fast"]
@@ -183,14 +183,15 @@ def run(acq: MRIAcquisition, params: ADPSParams, progress: Progress | None = Non
     sub = further_mask(w, prior, params.seed) if prior["kind"] == "ambient" else None
     parallel = min(params.samples, params.max_batch)
     per_slice = settings["steps"] * (math.ceil(params.samples / parallel) if params.samples > 1 else 1)
-    total = acq.num_slices * per_slice
+    total = per_slice if settings.get("tv_z") is not None else acq.num_slices * per_slice
+    # steps: the sampler's, then each slice of the consistency report's baseline
+    progress, baseline = in_stages(progress, [total, acq.num_slices])
     seeds = torch.randint(0, 2**62, (acq.num_slices,), generator=torch.Generator().manual_seed(params.seed))
     mask_t = torch.from_numpy(np.asarray(mask, np.float32)).to(device)
     means, stds = [], []
     if settings.get("tv_z") is not None:
         mean, std = _volume(acq, model, prior, sub, mask, num_low, mask_t, settings, params, parallel, device,
                             None if progress is None else (lambda done, _n: progress(done, per_slice)))
-        total = per_slice
         means, stds = [mean], [std] if std is not None else []
     for s in range(acq.num_slices if settings.get("tv_z") is None else 0):
         prep = prepare_slice(acq.kspace[s], mask, num_low, device)
@@ -217,7 +218,7 @@ def run(acq: MRIAcquisition, params: ADPSParams, progress: Progress | None = Non
     from pipelines.confidence import consistency_report, measured_residuals
 
     volume.attrs["consistency_report"] = consistency_report(acq, volume.data, measured_residuals(acq, volume.data),
-                                                            card, volume.uncertainty)
+                                                            card, volume.uncertainty, baseline)
     return volume
 
 
