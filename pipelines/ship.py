@@ -21,7 +21,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -35,28 +35,40 @@ from pipelines.io.durable import fsync_path
 from pipelines.zoo import ZOO_DIR, ModelError, load_card, load_model, model_dir, save_card, write_card
 
 
+def train_command(name: str, run: Path, config: dict[str, Any], defaults: dict[str, Any], options: dict[str, str],
+                  always: Collection[str] = (), skip: Collection[str] = ()) -> str:
+    """The ``recon train NAME`` command that reproduces a run. ``options`` maps settings to their command-line
+    options (in order), given where they differ from ``defaults`` (``always``: whatever their value); every other
+    changed setting goes into ``--config``; ``skip`` holds settings the command's name already says."""
+    def changed(key: str) -> bool:
+        return key in config and json.dumps(config[key]) != json.dumps(defaults.get(key))
+
+    def text(value: Any) -> str:
+        if isinstance(value, list):
+            return " ".join(str(v) for v in value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    command = f"recon train {name} --out {run} --steps {config['steps']} --seed {config['seed']}"
+    if config.get("threads"):
+        command += f" --threads {config['threads']}"
+    given = [k for k in options if k not in skip and config.get(k) is not None and (k in always or changed(k))]
+    command += "".join(f" {options[k]} {text(config[k])}" for k in given)
+    rest = {k: config[k] for k in defaults
+            if k not in {"steps", "seed", "threads", *skip, *given} and changed(k)}
+    if rest:
+        command += f" --config '{json.dumps(rest)}'"
+    return command
+
+
 def training_command(run: Path, config: dict[str, Any]) -> str:
-    """The ``recon train`` command that reproduces a run: every setting that differs from the defaults."""
+    """The ``recon train`` command that reproduces a RecurrentVarNet or RIM run."""
     from dataclasses import asdict
 
     from pipelines.train import TrainConfig, default_model_config
 
     defaults = {**asdict(TrainConfig(model=config["model"])), "model_config": default_model_config(config["model"])}
-    flags = {"steps", "seed", "threads", "data", "val_data", "init_from"}
-    changed = {k: v for k, v in config.items()
-               if k in defaults and k not in flags | {"model"} and json.dumps(v) != json.dumps(defaults[k])}
-    command = f"recon train {config['model']} --out {run} --steps {config['steps']} --seed {config['seed']}"
-    if config.get("threads"):
-        command += f" --threads {config['threads']}"
-    for flag in ("data", "val_data"):
-        value = config.get(flag)
-        if value != defaults[flag]:
-            command += f" --{flag.replace('_', '-')} {' '.join(value) if isinstance(value, list) else value}"
-    if config.get("init_from"):
-        command += f" --init {config['init_from']}"
-    if changed:
-        command += f" --config '{json.dumps(changed)}'"
-    return command
+    return train_command(config["model"], run, config, defaults,
+                         {"data": "--data", "val_data": "--val-data", "init_from": "--init"}, skip={"model"})
 
 
 def _starting_point(init_from: str, zoo: Path) -> dict[str, Any]:
@@ -198,14 +210,8 @@ def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR, pro
                    f"thread(s), torch {torch.__version__}",
         "date": date.today().isoformat(),
     }
-    zoo.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".ship-{model_id}-", dir=zoo))  # same file system as the target
-    try:
-        write_card(model_id, config["model"], config["model_config"], run / "model.pt", {"training": training},
-                   staging)
-        network, card = load_model(model_id, staging)  # the weights fit the configuration
-        if not all(torch.isfinite(p).all() for p in network.state_dict().values() if p.is_floating_point()):
-            raise ModelError(f"{run / 'model.pt'}: the weights hold NaN or infinite values")
+    with staged_model(model_id, config["model"], config["model_config"], run / "model.pt", {"training": training},
+                      zoo) as (staging, network, card):
         card["metrics"] = evaluate_network(network, eval_root, model_id, progress)
         card["metrics_note"] = METRICS_NOTE
         save_card(card, staging)
@@ -213,20 +219,41 @@ def ship_run(run: Path, model_id: str, eval_root: Path, zoo: Path = ZOO_DIR, pro
             if progress:
                 progress(f"{model_id}: exporting the ONNX engine with the {fft} FFT")
             path, psnr_db = export_zoo_model(model_id, fft, zoo=staging)
-            if not psnr_db >= MIN_ENGINE_PARITY_DB:
-                raise ModelError(f"{path.name}: ONNX Runtime differs from torch ({psnr_db:.1f} dB PSNR, "
-                                 f"needs {MIN_ENGINE_PARITY_DB:g} dB)")
+            require_parity(path.name, psnr_db, MIN_ENGINE_PARITY_DB)
         card = load_card(model_id, staging)  # the staged model as the service will load it
-        load_model(model_id, staging)
         for fft in ffts:
             verified_onnx_path(model_id, fft, card, staging)
+    return target / "card.json"
+
+
+@contextlib.contextmanager
+def staged_model(model_id: str, kind: str, model_config: dict[str, Any], weights: Path, extra: dict[str, Any],
+                 zoo: Path) -> Iterator[tuple[Path, torch.nn.Module, dict[str, Any]]]:
+    """``model_id`` staged in a directory inside ``zoo`` (the target's file system): weights and card written,
+    loaded (so the weights fit the configuration) and checked finite. Yields ``(staging zoo, network, card)`` for
+    the caller to add metrics and engines to; when the block ends without an error, the staged model is loaded once
+    more and replaces ``<zoo>/<id>/`` in one step. The staging directory is removed in every case."""
+    zoo.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".ship-{model_id}-", dir=zoo))
+    try:
+        write_card(model_id, kind, model_config, weights, extra, staging)
+        network, card = load_model(model_id, staging)
+        if not all(torch.isfinite(p).all() for p in network.state_dict().values() if p.is_floating_point()):
+            raise ModelError(f"{weights}: the weights hold NaN or infinite values")
+        yield staging, network, card
+        load_model(model_id, staging)
         staged = model_dir(model_id, staging)
         _fsync_tree(staged)
-        _replace_dir(staged, target, staging / "previous")
+        _replace_dir(staged, model_dir(model_id, zoo), staging / "previous")
         fsync_path(zoo)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target / "card.json"
+
+
+def require_parity(engine: str, psnr_db: float, minimum: float) -> None:
+    """``ModelError`` unless the ONNX engine ``engine`` matches torch to ``minimum`` dB PSNR."""
+    if not psnr_db >= minimum:
+        raise ModelError(f"{engine}: ONNX Runtime differs from torch ({psnr_db:.1f} dB PSNR, needs {minimum:g} dB)")
 
 
 def _fsync_tree(directory: Path) -> None:

@@ -10,12 +10,8 @@ sees ``x_sigma`` and a mask of ones). PSNR of the magnitudes against the clean i
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
-import tempfile
-from dataclasses import asdict, fields
-from datetime import date
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +19,15 @@ import numpy as np
 import torch
 
 from models.diffusion.edm import DEFAULT_MRI_PRIOR_CONFIG, RHO, SIGMA_DATA, SIGMA_MAX, SIGMA_MIN, EDMPrecond
-from pipelines.data import InputError
-from pipelines.ship_prior import MIN_PARITY_DB, ONNX_FILE, Progress, earlier_training, verified_prior_onnx
-from pipelines.zoo import ZOO_DIR, ModelError, load_model, model_dir, save_card, sha256_of, write_card
+from pipelines.ship_prior import (
+    MIN_PARITY_DB,
+    ONNX_FILE,
+    Progress,
+    prior_training,
+    read_prior_run,
+    verified_prior_onnx,
+)
+from pipelines.zoo import ZOO_DIR, model_dir, save_card, sha256_of
 
 KIND = "mri-prior"
 DENOISING_SIGMAS = (0.1, 0.5)
@@ -51,27 +53,15 @@ def is_mri_prior_run(run: Path) -> bool:
 
 
 def training_command(run: Path, config: dict[str, Any]) -> str:
-    """The ``recon train`` command that reproduces the run (settings that differ from the defaults)."""
+    """The ``recon train ambient-prior`` / ``diffusion-prior`` command that reproduces the run."""
+    from pipelines.ship import train_command
     from pipelines.train_mri_prior import MRIPriorConfig
 
-    defaults = asdict(MRIPriorConfig())
-    flags = {"kind", "steps", "seed", "threads", "data", "init_from", "acceleration"}
-    changed = {f.name: config[f.name] for f in fields(MRIPriorConfig) if f.name in config and f.name not in flags
-               and json.dumps(config[f.name]) != json.dumps(defaults[f.name])}
-    name = "ambient-prior" if config["kind"] == "ambient" else "diffusion-prior"
-    command = f"recon train {name} --out {run} --steps {config['steps']} --seed {config['seed']}"
-    if config.get("threads"):
-        command += f" --threads {config['threads']}"
-    if json.dumps(config.get("data")) != json.dumps(defaults["data"]):
-        data = config["data"] if isinstance(config["data"], list) else [config["data"]]
-        command += " --data " + " ".join(data)
-    if config["kind"] == "ambient":
-        command += f" --acceleration {config['acceleration']:g}"
-    if config.get("init_from"):
-        command += f" --init {config['init_from']}"
-    if changed:
-        command += f" --config '{json.dumps(changed)}'"
-    return command
+    ambient = config["kind"] == "ambient"
+    return train_command("ambient-prior" if ambient else "diffusion-prior", run, config, asdict(MRIPriorConfig()),
+                         {"data": "--data", "acceleration": "--acceleration", "init_from": "--init"},
+                         always={"acceleration"} if ambient else (),
+                         skip={"kind"} if ambient else {"kind", "acceleration"})
 
 
 def held_out_slices(size: int, slices: int = TEST_SLICES, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,45 +161,22 @@ def ship_mri_prior_run(run: Path, model_id: str, zoo: Path = ZOO_DIR, progress: 
                        data_note: str | None = None) -> Path:
     """Stage ``run/model.pt`` as ``model_id`` with card, denoising metrics and ONNX engine; then put it into the
     zoo in one step. Returns the card's path. The zoo is unchanged when any step fails."""
-    from pipelines.ship import _fsync_tree, _replace_dir
+    from pipelines.ship import require_parity, staged_model
     from pipelines.train_mri_prior import MRIPriorConfig
 
     run, zoo = Path(run), Path(zoo)
-    for name in ("config.json", "log.csv", "model.pt", "val.jsonl"):
-        if not (run / name).is_file():
-            raise InputError(run, f"not a finished MRI prior training run: {name} is missing")
-    config = json.loads((run / "config.json").read_text())
+    config, cfg, rows = read_prior_run(run, "MRI prior", MRIPriorConfig)
+    training = prior_training(run, config, cfg, rows, data_note or DATA_NOTE[cfg.kind],
+                              "the prior's own training loss on the last val_slices slices of its data (held out of "
+                              "training) at sigma = 0.05, 0.2, 0.5, 1, 2 with fixed noise (and fixed further masks)",
+                              training_command(run, config), zoo)
     network_config = {k: v for k, v in {**DEFAULT_MRI_PRIOR_CONFIG, **config.get("network", {})}.items()
                       if k in DEFAULT_MRI_PRIOR_CONFIG}
-    cfg = MRIPriorConfig(**{k.name: config[k.name] for k in fields(MRIPriorConfig) if k.name in config})
-    with open(run / "log.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    training = {
-        "data": data_note or DATA_NOTE[cfg.kind],
-        "recipe": {k: config[k] for k in asdict(cfg) if k in config},
-        "command": training_command(run, config),
-        "steps": int(rows[-1]["step"]) if rows else 0,
-        "seconds": float(rows[-1]["seconds"]) if rows else 0.0,
-        "machine": config.get("machine", "not recorded"),
-        "validation": [json.loads(line) for line in (run / "val.jsonl").read_text().splitlines() if line.strip()],
-        "validation_note": "the prior's own training loss on the last val_slices slices of its data (held out of "
-                           "training) at sigma = 0.05, 0.2, 0.5, 1, 2 with fixed noise (and fixed further masks)",
-        "date": date.today().isoformat(),
-    }
-    earlier = earlier_training(config.get("init_from"), zoo)
-    if earlier:
-        training["continued_from"] = earlier
-        training["total_steps"] = training["steps"] + earlier.get("total_steps", earlier["steps"])
     prior = {"kind": cfg.kind}
     if cfg.kind == "ambient":
         prior.update(acceleration=cfg.acceleration, further_acceleration=cfg.further)
-    zoo.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".ship-{model_id}-", dir=zoo))
-    try:
-        write_card(model_id, KIND, network_config, run / "model.pt", {"training": training}, staging)
-        model, card = load_model(model_id, staging)
-        if not all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()):
-            raise ModelError(f"{run / 'model.pt'}: the weights hold NaN or infinite values")
+    with staged_model(model_id, KIND, network_config, run / "model.pt", {"training": training},
+                      zoo) as (staging, model, card):
         card["prior"] = prior
         card["edm"] = {"sigma_data": SIGMA_DATA, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX, "rho": RHO}
         card["image"] = {"size": cfg.size, "scale": "1 / (99th percentile of the calibration-lines-only image "
@@ -220,15 +187,7 @@ def ship_mri_prior_run(run: Path, model_id: str, zoo: Path = ZOO_DIR, progress: 
         if progress:
             progress(f"{model_id}: exporting the ONNX engine")
         engine = export_mri_prior_onnx(model, model_dir(model_id, staging) / ONNX_FILE)
-        if not engine["parity_psnr_db_vs_torch"] >= MIN_PARITY_DB:
-            raise ModelError(f"{ONNX_FILE}: ONNX Runtime differs from torch ({engine['parity_psnr_db_vs_torch']} dB "
-                             f"PSNR, needs {MIN_PARITY_DB:g} dB)")
+        require_parity(ONNX_FILE, engine["parity_psnr_db_vs_torch"], MIN_PARITY_DB)
         card["engines"] = {ONNX_FILE: engine}
         save_card(card, staging)
-        load_model(model_id, staging)
-        staged = model_dir(model_id, staging)
-        _fsync_tree(staged)
-        _replace_dir(staged, model_dir(model_id, zoo), staging / "previous")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return model_dir(model_id, zoo) / "card.json"

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, fields
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -28,7 +26,7 @@ import torch
 from models.diffusion.network import DEFAULT_PRIOR_CONFIG
 from models.diffusion.schedule import VPSchedule, tweedie
 from pipelines.data import InputError
-from pipelines.zoo import ZOO_DIR, ModelError, load_card, load_model, model_dir, save_card, sha256_of, write_card
+from pipelines.zoo import ZOO_DIR, ModelError, load_card, model_dir, save_card, sha256_of
 
 ONNX_FILE = "model.onnx"
 MIN_PARITY_DB = 80.0
@@ -39,6 +37,7 @@ DATA_NOTE = ("pseudo-CT brain built from the ICBM152 2009 template (one brain): 
              "the test slab, z 10..73 mm, which no training point comes within 1 mm of")
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 def is_prior_run(run: Path) -> bool:
@@ -52,23 +51,45 @@ def is_prior_run(run: Path) -> bool:
 
 
 def training_command(run: Path, config: dict[str, Any]) -> str:
-    """The ``recon train ct-prior`` command that reproduces the run (settings that differ from the defaults)."""
+    """The ``recon train ct-prior`` command that reproduces the run."""
+    from pipelines.ship import train_command
     from pipelines.train_prior import CTPriorConfig
 
-    defaults = asdict(CTPriorConfig())
-    flags = {"steps", "seed", "threads", "data", "init_from"}
-    changed = {f.name: config[f.name] for f in fields(CTPriorConfig) if f.name in config and f.name not in flags
-               and json.dumps(config[f.name]) != json.dumps(defaults[f.name])}
-    command = f"recon train ct-prior --out {run} --steps {config['steps']} --seed {config['seed']}"
-    if config.get("threads"):
-        command += f" --threads {config['threads']}"
-    if config.get("data", "brain") != "brain":
-        command += " --data " + " ".join(config["data"])
-    if config.get("init_from"):
-        command += f" --init {config['init_from']}"
-    if changed:
-        command += f" --config '{json.dumps(changed)}'"
-    return command
+    return train_command("ct-prior", run, config, asdict(CTPriorConfig()), {"data": "--data", "init_from": "--init"})
+
+
+def read_prior_run(run: Path, what: str, config_type: type[T]) -> tuple[dict[str, Any], T, list[dict[str, str]]]:
+    """A finished prior training run's ``config.json`` (raw, and as ``config_type``) and ``log.csv`` rows;
+    ``InputError`` naming the file a run of ``what`` lacks."""
+    for name in ("config.json", "log.csv", "model.pt", "val.jsonl"):
+        if not (run / name).is_file():
+            raise InputError(run, f"not a finished {what} training run: {name} is missing")
+    config = json.loads((run / "config.json").read_text())
+    cfg = config_type(**{k.name: config[k.name] for k in fields(config_type) if k.name in config})
+    with open(run / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return config, cfg, rows
+
+
+def prior_training(run: Path, config: dict[str, Any], cfg: Any, rows: list[dict[str, str]], data_note: str,
+                   validation_note: str, command: str, zoo: Path) -> dict[str, Any]:
+    """The card's training record of a prior run, with the history of the shipped prior it continued."""
+    training = {
+        "data": data_note,
+        "recipe": {k: config[k] for k in asdict(cfg) if k in config},
+        "command": command,
+        "steps": int(rows[-1]["step"]) if rows else 0,
+        "seconds": float(rows[-1]["seconds"]) if rows else 0.0,
+        "machine": config.get("machine", "not recorded"),
+        "validation": [json.loads(line) for line in (run / "val.jsonl").read_text().splitlines() if line.strip()],
+        "validation_note": validation_note,
+        "date": date.today().isoformat(),
+    }
+    earlier = earlier_training(config.get("init_from"), zoo)
+    if earlier:
+        training["continued_from"] = earlier
+        training["total_steps"] = training["steps"] + earlier.get("total_steps", earlier["steps"])
+    return training
 
 
 def earlier_training(init_from: str | None, zoo: Path) -> dict[str, Any] | None:
@@ -143,41 +164,19 @@ def ship_prior_run(run: Path, model_id: str, zoo: Path = ZOO_DIR, progress: Prog
                    data_note: str | None = None) -> Path:
     """Stage ``run/model.pt`` as ``model_id`` with card, denoising metrics and ONNX engine; then put it into the
     zoo in one step. Returns the card's path. The zoo is unchanged when any step fails."""
-    from pipelines.ship import _fsync_tree, _replace_dir
+    from pipelines.ship import require_parity, staged_model
     from pipelines.train_prior import CTPriorConfig
 
     run, zoo = Path(run), Path(zoo)
-    for name in ("config.json", "log.csv", "model.pt", "val.jsonl"):
-        if not (run / name).is_file():
-            raise InputError(run, f"not a finished ct-prior training run: {name} is missing")
-    config = json.loads((run / "config.json").read_text())
+    config, cfg, rows = read_prior_run(run, "ct-prior", CTPriorConfig)
+    note = data_note or (DATA_NOTE if cfg.data == "brain" else f"user volumes: {cfg.data}")
+    training = prior_training(run, config, cfg, rows, note,
+                              "mean ||eps_hat - eps||^2 at t = 20, 100, 300, 600, 900 on fixed unaugmented slices "
+                              "(the brain's tuning slab, inside the training range); 1.0 untrained",
+                              training_command(run, config), zoo)
     network_config = {**DEFAULT_PRIOR_CONFIG, **config.get("network", {})}
-    with open(run / "log.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    cfg = CTPriorConfig(**{k.name: config[k.name] for k in fields(CTPriorConfig) if k.name in config})
-    training = {
-        "data": data_note or (DATA_NOTE if cfg.data == "brain" else f"user volumes: {cfg.data}"),
-        "recipe": {k: config[k] for k in asdict(cfg) if k in config},
-        "command": training_command(run, config),
-        "steps": int(rows[-1]["step"]) if rows else 0,
-        "seconds": float(rows[-1]["seconds"]) if rows else 0.0,
-        "machine": config.get("machine", "not recorded"),
-        "validation": [json.loads(line) for line in (run / "val.jsonl").read_text().splitlines() if line.strip()],
-        "validation_note": "mean ||eps_hat - eps||^2 at t = 20, 100, 300, 600, 900 on fixed unaugmented slices "
-                           "(the brain's tuning slab, inside the training range); 1.0 untrained",
-        "date": date.today().isoformat(),
-    }
-    earlier = earlier_training(config.get("init_from"), zoo)
-    if earlier:
-        training["continued_from"] = earlier
-        training["total_steps"] = training["steps"] + earlier.get("total_steps", earlier["steps"])
-    zoo.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".ship-{model_id}-", dir=zoo))
-    try:
-        write_card(model_id, "ct-prior", network_config, run / "model.pt", {"training": training}, staging)
-        network, card = load_model(model_id, staging)
-        if not all(torch.isfinite(p).all() for p in network.state_dict().values() if p.is_floating_point()):
-            raise ModelError(f"{run / 'model.pt'}: the weights hold NaN or infinite values")
+    with staged_model(model_id, "ct-prior", network_config, run / "model.pt", {"training": training},
+                      zoo) as (staging, network, card):
         card["schedule"] = asdict(cfg.schedule)
         card["image"] = {"size": cfg.size, "pixel_mm": cfg.pixel_mm, "units": "HU / 1000"}
         if progress:
@@ -186,17 +185,9 @@ def ship_prior_run(run: Path, model_id: str, zoo: Path = ZOO_DIR, progress: Prog
         if progress:
             progress(f"{model_id}: exporting the ONNX engine")
         engine = export_prior_onnx(network, model_dir(model_id, staging) / ONNX_FILE)
-        if not engine["parity_psnr_db_vs_torch"] >= MIN_PARITY_DB:
-            raise ModelError(f"{ONNX_FILE}: ONNX Runtime differs from torch ({engine['parity_psnr_db_vs_torch']} dB "
-                             f"PSNR, needs {MIN_PARITY_DB:g} dB)")
+        require_parity(ONNX_FILE, engine["parity_psnr_db_vs_torch"], MIN_PARITY_DB)
         card["engines"] = {ONNX_FILE: engine}
         save_card(card, staging)
-        load_model(model_id, staging)
-        staged = model_dir(model_id, staging)
-        _fsync_tree(staged)
-        _replace_dir(staged, model_dir(model_id, zoo), staging / "previous")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return model_dir(model_id, zoo) / "card.json"
 
 
