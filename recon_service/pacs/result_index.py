@@ -77,20 +77,24 @@ class ResultIndex:
             column = STUDY_FILTERS[keyword]
             query = query.where(column.like(value[:-1].replace("%", r"\%").replace("_", r"\_") + "%", escape="\\")
                                 if value.endswith("*") else column == value)
+        r = ResultInstance
         with Session(self.engine) as session:
             uids = list(session.scalars(query.limit(limit).offset(offset)))
-            out = []
-            for uid in uids:
-                rows = session.execute(select(ResultInstance.patient_id, ResultInstance.patient_name,
-                                              ResultInstance.study_date, ResultInstance.accession_number,
-                                              ResultInstance.study_description).where(
-                    ResultInstance.study_uid == uid).limit(1)).first()
-                modalities = tuple(sorted(session.scalars(select(ResultInstance.modality).where(
-                    ResultInstance.study_uid == uid).distinct())))
-                series, instances = session.execute(select(func.count(ResultInstance.series_uid.distinct()),
-                                                            func.count()).where(ResultInstance.study_uid == uid)).one()
-                out.append(StudySummary(uid, *rows, modalities, int(series), int(instances)))
-            return out
+            # a page in two queries: study-level attributes are the same on every instance of a study
+            summaries = {row[0]: row[1:] for row in session.execute(
+                select(r.study_uid, func.min(r.patient_id), func.min(r.patient_name), func.min(r.study_date),
+                       func.min(r.accession_number), func.min(r.study_description),
+                       func.count(r.series_uid.distinct()), func.count())
+                .where(r.study_uid.in_(uids)).group_by(r.study_uid))}
+            modalities: dict[str, list[str]] = {uid: [] for uid in uids}
+            for uid, modality in session.execute(select(r.study_uid, r.modality).where(r.study_uid.in_(uids))
+                                                 .distinct().order_by(r.study_uid, r.modality)):
+                modalities[uid].append(modality)
+        out = []
+        for uid in uids:
+            *attributes, series, instances = summaries[uid]
+            out.append(StudySummary(uid, *attributes, tuple(modalities[uid]), int(series), int(instances)))
+        return out
 
     def series(self, study_uid: str) -> list[tuple[str, str, str | None, int | None, int]]:
         """``(series uid, modality, description, number, instances)`` of a study."""
