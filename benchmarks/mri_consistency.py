@@ -29,7 +29,7 @@ import torch
 from pipelines.confidence import disagreement, thresholds_of
 from pipelines.data import MRIAcquisition
 from pipelines.evaluate import dataset_files
-from pipelines.learned import DataConsistency, collate, crop_image, network_images, prepare_input
+from pipelines.learned import DataConsistency, reconstruct_variants
 from pipelines.methods._learned import CONSISTENCY_THRESHOLD
 from pipelines.methods._mri import acquisition_noise
 from pipelines.metrics import nmse, psnr, ssim
@@ -64,14 +64,8 @@ def network_volumes(model: torch.nn.Module, acq: MRIAcquisition) -> tuple[np.nda
     """The network's volume as it is and after the default consistency step, and the step's report."""
     mask, num_low = acquisition_mask(acq)
     step = DataConsistency(acquisition_noise(acq, mask)["sigma"], threshold=CONSISTENCY_THRESHOLD)
-    off, on = [], []
-    with torch.no_grad():
-        for s in range(acq.num_slices):
-            inputs = collate([prepare_input(acq.kspace[s], mask, num_low)])
-            image = network_images(model, inputs)[-1]
-            for out, x in ((off, image), (on, step.apply(image, inputs))):
-                out.append(torch.view_as_complex(crop_image(x, acq.image_shape)[0].contiguous()).numpy())
-    return np.stack(off), np.stack(on), step.report()
+    volumes = reconstruct_variants(model, acq, mask, num_low, {"off": None, "on": step})
+    return volumes["off"], volumes["on"], step.report()
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, Any]:

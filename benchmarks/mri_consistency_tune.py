@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pipelines.evaluate import dataset_files
-from pipelines.learned import DataConsistency, collate, crop_image, network_images, prepare_input
+from pipelines.learned import DataConsistency, reconstruct_variants
 from pipelines.methods._mri import acquisition_noise
 from pipelines.metrics import psnr, ssim
 from pipelines.pipeline import load
@@ -43,16 +43,12 @@ def score_file(model: torch.nn.Module, path: Path, thresholds: tuple[float, ...]
     acq = load(path)
     mask, num_low = acquisition_mask(acq)
     sigma = acquisition_noise(acq, mask)["sigma"]
-    volumes: dict[str, list[np.ndarray]] = {name: [] for name in settings(thresholds)}
-    with torch.no_grad():
-        for s in range(acq.num_slices):
-            inputs = collate([prepare_input(acq.kspace[s], mask, num_low)])
-            image = network_images(model, inputs)[-1]
-            for name, threshold in settings(thresholds).items():
-                mode = "off" if threshold == "off" else "exact" if threshold is None else "noise-weighted"
-                out = DataConsistency(sigma, mode, threshold if mode == "noise-weighted" else 0.0).apply(image, inputs)
-                volumes[name].append(torch.view_as_complex(crop_image(out, acq.image_shape)[0].contiguous()).numpy())
-    return {name: {"psnr": psnr(acq.reference, np.abs(np.stack(v))), "ssim": ssim(acq.reference, np.abs(np.stack(v)))}
+    steps = {}
+    for name, threshold in settings(thresholds).items():
+        mode = "off" if threshold == "off" else "exact" if threshold is None else "noise-weighted"
+        steps[name] = DataConsistency(sigma, mode, threshold if mode == "noise-weighted" else 0.0)
+    volumes = reconstruct_variants(model, acq, mask, num_low, steps)
+    return {name: {"psnr": psnr(acq.reference, np.abs(v)), "ssim": ssim(acq.reference, np.abs(v))}
             for name, v in volumes.items()}
 
 

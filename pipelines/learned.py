@@ -155,15 +155,22 @@ def reconstruct_acquisition(model: Network, acq: MRIAcquisition, mask: np.ndarra
                             consistency: DataConsistency | None = None) -> np.ndarray:
     """Complex volume (slices, h, w) from an undersampled acquisition, one slice at a time; with
     ``consistency``, each network image goes through its data-consistency step before the crop."""
-    out = []
+    return reconstruct_variants(model, acq, mask, num_low, {"image": consistency}, progress)["image"]
+
+
+def reconstruct_variants(model: Network, acq: MRIAcquisition, mask: np.ndarray, num_low: int,
+                         steps: dict[str, DataConsistency | None],
+                         progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """One complex volume (slices, h, w) per entry of ``steps``: each slice goes through the network once, and its
+    image through each step (None: as it is) before the crop. Each step's ``report()`` covers the volume."""
+    out: dict[str, list[np.ndarray]] = {name: [] for name in steps}
     with torch.no_grad():
         for s in range(acq.num_slices):
             inputs = collate([prepare_input(acq.kspace[s], mask, num_low)])
             image = network_images(model, inputs)[-1]
-            if consistency is not None:
-                image = consistency.apply(image, inputs)
-            image = crop_image(image, acq.image_shape)[0]
-            out.append(torch.view_as_complex(image.contiguous()).numpy())
+            for name, step in steps.items():
+                x = image if step is None else step.apply(image, inputs)
+                out[name].append(torch.view_as_complex(crop_image(x, acq.image_shape)[0].contiguous()).numpy())
             if progress:
                 progress(s + 1, acq.num_slices)
-    return np.stack(out).astype(np.complex64)
+    return {name: np.stack(volumes).astype(np.complex64) for name, volumes in out.items()}
