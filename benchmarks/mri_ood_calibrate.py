@@ -1,7 +1,7 @@
 """Calibrating the learned MRI methods' out-of-distribution flag, and checking it where it must fire.
 
     make bench-data    # also the equispaced-mask test set, data/brain-equispaced
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_ood_calibrate.py [--write-cards]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_ood_calibrate.py [--write-cards] [--models a,b,...]
 
 Each shipped network (``--models``) reconstructs, with its defaults, every file of
 
@@ -18,7 +18,7 @@ level and the disagreement with L1-wavelet; the thresholds are ``MARGIN`` times 
 calibration set, and ``MARGIN`` times the largest disagreement at 4x and at 8x (a line in the sampled
 acceleration: L1-wavelet is worse at higher accelerations). ``--write-cards`` stores them, with the rates
 measured here, in each model's card (``"ood"``), which is where the service reads them.
-Results: results/mri_ood_calibrate.json (``--out``).
+Results: results/mri_ood_calibrate.json (``--out``; the entries of models not in ``--models`` are kept from it).
 """
 
 from __future__ import annotations
@@ -131,11 +131,19 @@ def main() -> None:
                 "third_party_flagged_or_at_least_l1": covered,
                 "command": "OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_ood_calibrate.py --write-cards"}
             path.write_text(json.dumps(stored, indent=2) + "\n")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "command": "OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_ood_calibrate.py --write-cards",
+    out = Path(args.out)
+    kept = {}
+    if out.is_file():  # models calibrated by an earlier run on the same data keep their entries
+        earlier = json.loads(out.read_text())
+        if (earlier.get("calibration"), earlier.get("margin"), earlier.get("held_out")) == (args.calibration, MARGIN,
+                                                                                            HELD_OUT):
+            kept = {m: r for m, r in earlier.get("models", {}).items() if m not in results}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "command": "OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_ood_calibrate.py --write-cards "
+                   "[--models a,b,...]",
         "margin": MARGIN, "calibration": args.calibration, "held_out": HELD_OUT, "l1_wavelet": l1,
-        "models": results}, indent=1))
+        "models": {**kept, **results}}, indent=1))
 
 
 if __name__ == "__main__":
