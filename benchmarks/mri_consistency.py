@@ -1,7 +1,7 @@
 """The learned MRI networks with and without their data-consistency step, old against retrained, on held-out data.
 
     make bench-data    # also the equispaced-mask test set, data/brain-equispaced
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_consistency.py [--models a,b,...]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_consistency.py [--models a,b,...] [--add]
 
 Sets (nothing here was trained or tuned on): the brain benchmark's ``test`` (axial), ``test-orientation`` (coronal,
 sagittal) and ``test-contrast`` (FLAIR) splits at 4x and 8x, an equispaced-mask copy of the test split
@@ -83,6 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="recurrentvarnet-brain-sim,rim-brain-sim")
     parser.add_argument("--out", default="benchmarks/results/mri_consistency.json")
+    parser.add_argument("--add", action="store_true",
+                        help="compute only --models' rows; the classical rows and other models' come from --out")
     parser.add_argument("--flags-only", action="store_true",
                         help="recompute the flag column of --out's rows from the cards' thresholds, nothing else")
     args = parser.parse_args()
@@ -97,15 +99,22 @@ def main() -> None:
         model.eval()
         models[model_id] = model
     rows: dict[str, dict[str, list[dict[str, float]]]] = {}
+    kept: list[str] = []
+    if args.add:
+        stored = json.loads(Path(args.out).read_text())
+        kept = [m for m in stored["models"] if m not in models]
+        rows = {s: {k: v for k, v in per.items() if k.split(" consistency ")[0] not in models}
+                for s, per in stored["rows"].items()}
     for set_name, loaders in cases().items():
         per_set = rows.setdefault(set_name, {})
         for file_name, loader in loaders.items():
             acq = loader()
             baseline = None
-            for method in CLASSICAL:
+            for method in CLASSICAL if not args.add else ("l1-wavelet",):
                 volume = reconstruct(acq, method).volume.data
                 baseline = volume if method == "l1-wavelet" else baseline
-                per_set.setdefault(method, []).append({"file": file_name, **metrics(acq, volume)})
+                if not args.add:
+                    per_set.setdefault(method, []).append({"file": file_name, **metrics(acq, volume)})
             mask, _ = acquisition_mask(acq)
             acceleration = sampled_acceleration(mask, acq.kspace.shape[-2:])
             for model_id, model in models.items():
@@ -116,8 +125,9 @@ def main() -> None:
                         "residual_network_max": report["residual_network_max"],
                         "disagreement": disagreement(volume, baseline)})
             print(f"{set_name} {file_name}", flush=True)
-    write(args, rows, list(models),
-          f"OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_consistency.py --models {args.models}")
+    every = [*kept, *models]
+    write(args, rows, every,
+          f"OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_consistency.py --models {','.join(every)}")
 
 
 def write(args: argparse.Namespace, rows: dict[str, dict[str, list[dict[str, Any]]]], models: list[str],

@@ -385,7 +385,7 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
     for card in list_models():
         metrics = card.get("metrics", {}).get("test", {})
         brief = "  ".join(f"{acc}: {m['psnr']['mean']:.2f} dB" for acc, m in metrics.items())
-        print(f"{card['id']:<28} {card['kind']:<16} {card['parameters']:>9,} params  {brief}")
+        print(f"{card['id']:<34} {card['kind']:<16} {card['parameters']:>9,} params  {brief}")
     return 0
 
 

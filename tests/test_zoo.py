@@ -95,3 +95,27 @@ def test_card_follows_a_chain_of_fine_tuning_runs(tmp_path):
     assert stage["weights"] == str(first / "model.pt") and len(stage["sha256"]) == 64
     assert stage["training"]["init_from"] == {"model_id": "tiny-rim", "sha256": card["sha256"],
                                               "training": {"note": "test"}}
+
+
+def test_every_shipped_model_loads_verified_with_its_engines_and_the_networks_flag_thresholds():
+    """Each card in models/zoo: its weights match the checksum and the configuration, each ONNX engine listed
+    matches its checksum, and every unrolled network carries calibrated out-of-distribution thresholds."""
+    from pipelines.confidence import thresholds_of
+    from pipelines.engines import verified_onnx_path
+    from pipelines.ship_prior import verified_prior_onnx
+    from pipelines.zoo import list_models
+
+    cards = list_models()
+    kinds = {card["kind"] for card in cards}
+    assert {"recurrentvarnet", "rim", "ct-prior", "mri-prior"} <= kinds
+    for card in cards:
+        load_model(card["id"])
+        assert card.get("engines"), card["id"]
+        if card["kind"] in ("recurrentvarnet", "rim"):
+            for engine in card["engines"].values():
+                verified_onnx_path(card["id"], engine["fft"], card)
+            limits = thresholds_of(card)
+            assert limits is not None and limits.residual > 1, card["id"]
+            assert card["ood"]["false_flag_rate"]["held-out pooled"] < 0.05, card["id"]
+        else:
+            verified_prior_onnx(card["id"])
