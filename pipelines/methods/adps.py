@@ -185,18 +185,18 @@ def run(acq: MRIAcquisition, params: ADPSParams, progress: Progress | None = Non
     per_slice = settings["steps"] * (math.ceil(params.samples / parallel) if params.samples > 1 else 1)
     total = per_slice if settings.get("tv_z") is not None else acq.num_slices * per_slice
     # steps: the sampler's, then each slice of the consistency report's baseline
-    progress, baseline = in_stages(progress, [total, acq.num_slices])
+    sampling, baseline = in_stages(progress, [total, acq.num_slices])
     seeds = torch.randint(0, 2**62, (acq.num_slices,), generator=torch.Generator().manual_seed(params.seed))
     mask_t = torch.from_numpy(np.asarray(mask, np.float32)).to(device)
     means, stds = [], []
     if settings.get("tv_z") is not None:
         mean, std = _volume(acq, model, prior, sub, mask, num_low, mask_t, settings, params, parallel, device,
-                            None if progress is None else (lambda done, _n: progress(done, per_slice)))
+                            None if sampling is None else (lambda done, _n: sampling(done, total)))
         means, stds = [mean], [std] if std is not None else []
     for s in range(acq.num_slices if settings.get("tv_z") is None else 0):
         prep = prepare_slice(acq.kspace[s], mask, num_low, device)
         den = prior_denoiser(model, prior, prep.maps, sub)
-        report = None if progress is None else (lambda done, _n, base=s * per_slice: progress(base + done, total))
+        report = None if sampling is None else (lambda done, _n, base=s * per_slice: sampling(base + done, total))
         mean, std = _draw(den, SenseOperator(prep.maps, mask_t), prep.y, (h, w), mode, settings, params.samples,
                           int(seeds[s]), parallel, device, report)
         means.append(center_crop(mean / prep.scale, acq.image_shape).cpu().numpy())

@@ -80,7 +80,7 @@ class ResultIndex:
         r = ResultInstance
         with Session(self.engine) as session:
             uids = list(session.scalars(query.limit(limit).offset(offset)))
-            # a page in two queries: study-level attributes are the same on every instance of a study
+            # the page's summaries in two more queries: study-level attributes are the same on every instance
             summaries = {row[0]: row[1:] for row in session.execute(
                 select(r.study_uid, func.min(r.patient_id), func.min(r.patient_name), func.min(r.study_date),
                        func.min(r.accession_number), func.min(r.study_description),
