@@ -12,7 +12,7 @@ Memory: a child process reconstructs a 256^3 pseudo-CT volume (1 mm voxels, 8 vi
 resident set size (``ru_maxrss``) is reported next to that of a child that only imports and loads the same
 inputs. Writes ``--json``.
 
-    PYTHONPATH=. python benchmarks/dds_speed.py
+    PYTHONPATH=. python benchmarks/dds_speed.py [--skip-memory | --skip-speed]   # a skipped part is kept from --json
 """
 
 from __future__ import annotations
@@ -116,22 +116,31 @@ def main() -> None:
         rows[label] = {"params": params, "seconds": round(sec, 1), "network_calls_per_slice": params["steps"],
                        "psnr": round(p, 2), "ssim": round(s, 4)}
         log(f"{label}: {rows[label]}")
-    out = {"benchmark": "dds_speed",
-           "command": "PYTHONPATH=. python " + " ".join(shlex.quote(a) for a in sys.argv),
+    command = "PYTHONPATH=. python " + " ".join(shlex.quote(a) for a in sys.argv)
+    out = {"benchmark": "dds_speed", "command": command,
            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
            "date": time.strftime("%Y-%m-%d"),
            "volume": f"brain-test, central {args.slices} slices, 128 x 128, 8 views, I0 1e5",
            "one_time_seconds": round(one_time, 1), "rows": rows}
+    earlier = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
     if rows:
         out["speedup"] = round(rows["mbir"]["seconds"] / rows["dds"]["seconds"], 1)
         out["psnr_gain_db"] = round(rows["dds"]["psnr"] - rows["mbir"]["psnr"], 2)
+    elif earlier.get("rows"):  # --skip-speed keeps the speed rows of the earlier run
+        out.update({k: earlier[k] for k in ("command", "date", "one_time_seconds", "rows", "speedup", "psnr_gain_db")
+                    if k in earlier})
+    if args.skip_memory and "memory_256" in earlier:  # and --skip-memory its memory figure
+        memory = earlier["memory_256"]
+        out["memory_256"] = {**memory, "command": memory.get("command", earlier.get("command")),
+                             "date": memory.get("date", earlier.get("date"))}
     if not args.skip_memory:
         big = big_volume(scratch / "brain-256" / "brain-256.h5")
         base, _ = child(big, 0)
         peak, sec = child(big, args.memory_steps)
         out["memory_256"] = {"volume": "256 x 256 x 256, 8 views, max_batch 16", "steps": args.memory_steps,
                              "peak_rss_gib": round(peak, 2), "baseline_rss_gib": round(base, 2),
-                             "seconds": round(sec, 1)}
+                             "seconds": round(sec, 1), "command": command,
+                             "date": time.strftime("%Y-%m-%d")}
         log(f"memory: {out['memory_256']}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")

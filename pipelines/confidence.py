@@ -80,11 +80,12 @@ class FlagThresholds:
         return {"residual": self.residual, "disagreement": [list(p) for p in self.disagreement]}
 
 
-def thresholds_of(card: dict[str, Any]) -> FlagThresholds | None:
-    """The card's calibrated thresholds (None when the model was never calibrated)."""
+def thresholds_of(card: dict[str, Any], mode: str | None = None) -> FlagThresholds | None:
+    """The card's calibrated thresholds (None when the model was never calibrated, or, for a prior whose sampler has
+    modes, when they were calibrated for another ``mode`` than the one that ran)."""
     ood = card.get("ood") or {}
     limits = ood.get("thresholds")
-    if not limits:
+    if not limits or (mode is not None and ood.get("mode", mode) != mode):
         return None
     return FlagThresholds(float(limits["residual"]), tuple((float(r), float(d)) for r, d in limits["disagreement"]))
 
@@ -125,10 +126,11 @@ def measured_residuals(acq: MRIAcquisition, image: np.ndarray) -> dict[str, floa
 
 def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[str, float],
                        card: dict[str, Any], std: np.ndarray | None = None,
-                       progress: Progress | None = None) -> dict[str, Any]:
+                       progress: Progress | None = None, mode: str | None = None) -> dict[str, Any]:
     """The report of a learned image ``image`` of ``acq``: ``measured`` is the consistency step's
     (``DataConsistency.report()``, with ``mode`` and ``noise``), ``std`` the diffusion methods' uncertainty map;
-    ``progress(done, total)`` counts the baseline's slices."""
+    ``progress(done, total)`` counts the baseline's slices; ``mode`` the sampler mode of a diffusion method (its
+    thresholds hold for the mode they were calibrated in)."""
     from pipelines.sampling import acquisition_mask, sampled_acceleration
 
     mask, _ = acquisition_mask(acq)
@@ -141,10 +143,13 @@ def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[st
         report["baseline_error"] = str(err)
     if std is not None:
         report["uncertainty"] = uncertainty_summary(image, std)
-    limits = thresholds_of(card)
+    limits = thresholds_of(card, mode)
     if limits is None:
-        report.update(calibrated=False, flagged=False, reasons=[],
-                      note="no out-of-distribution thresholds are calibrated for this model")
+        other = (card.get("ood") or {}).get("mode")
+        note = (f"the out-of-distribution thresholds of this model are calibrated for mode {other}, not {mode}"
+                if other and (card.get("ood") or {}).get("thresholds") else
+                "no out-of-distribution thresholds are calibrated for this model")
+        report.update(calibrated=False, flagged=False, reasons=[], note=note)
     else:
         reasons = limits.reasons(report)
         report.update(calibrated=True, thresholds=limits.to_dict(), flagged=bool(reasons), reasons=reasons)
@@ -166,7 +171,8 @@ def consistency_summary(report: dict[str, Any]) -> str:
     if "uncertainty" in report:
         parts.append(f"uncertainty mean {100 * report['uncertainty']['mean']:.1f}% of the image scale")
     if not report.get("calibrated"):
-        parts.append("out-of-distribution check not calibrated for this model")
+        what = "this mode" if "calibrated for mode" in report.get("note", "") else "this model"
+        parts.append(f"out-of-distribution check not calibrated for {what}")
     elif not report.get("flagged"):
         parts.append("within the calibrated range")
     return "Consistency report: " + "; ".join(parts)

@@ -47,10 +47,11 @@ class OnnxEngine:
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
-def parity_psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
-    """PSNR of ``other`` against ``reference`` (data range = max |reference|) in dB."""
+def parity_psnr(reference: torch.Tensor, other: torch.Tensor, mse_floor: float = 0.0) -> float:
+    """PSNR of ``other`` against ``reference`` (data range = max |reference|) in dB; inf for identical outputs
+    unless ``mse_floor`` > 0 bounds it (a card's JSON cannot hold inf)."""
     ref = reference.double()
-    mse = float(((other.double() - ref) ** 2).mean())
+    mse = max(float(((other.double() - ref) ** 2).mean()), mse_floor)
     return float("inf") if mse == 0 else float(10 * np.log10(float(ref.abs().max()) ** 2 / mse))
 
 

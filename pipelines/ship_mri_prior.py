@@ -135,6 +135,7 @@ def export_mri_prior_onnx(model: EDMPrecond, path: Path) -> dict[str, Any]:
     on another shape."""
     from models.engine.onnx_export import export_onnx
     from models.engine.session import create_session
+    from pipelines.engines import parity_psnr
 
     dyn = torch.export.Dim.DYNAMIC
     export_onnx(model, (torch.randn(2, 2, 64, 64), torch.tensor([0.5, 2.0]), torch.ones(2, 1, 64, 64)), path,
@@ -148,9 +149,7 @@ def export_mri_prior_onnx(model: EDMPrecond, path: Path) -> dict[str, Any]:
         expected = model(x, sigma, mask).numpy()
     names = [i.name for i in session.get_inputs()]
     got = session.run(None, dict(zip(names, (x.numpy(), sigma.numpy(), mask.numpy()), strict=True)))[0]
-    err = float(np.mean((got - expected) ** 2))
-    peak = float(np.abs(expected).max())
-    psnr_db = 10 * np.log10(peak ** 2 / max(err, 1e-30))
+    psnr_db = parity_psnr(torch.from_numpy(expected), torch.from_numpy(got), mse_floor=1e-30)
     return {"format": "onnx", "fft": "none", "sha256": sha256_of(path), "parity_psnr_db_vs_torch": round(psnr_db, 1),
             "parity_max_abs_diff": float(np.abs(got - expected).max()), "dynamic_axes": "batch, H, W",
             "inputs": "x (N, 2, H, W) float32 (real, imaginary), sigma (N,) float32, mask (N, 1, H, W) float32; "

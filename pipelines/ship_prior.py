@@ -142,6 +142,7 @@ def export_prior_onnx(network: torch.nn.Module, path: Path) -> dict[str, Any]:
     """Export with dynamic batch, height and width; check ONNX Runtime CPU against torch on another shape."""
     from models.engine.onnx_export import export_onnx
     from models.engine.session import create_session
+    from pipelines.engines import parity_psnr
 
     dyn = torch.export.Dim.DYNAMIC
     export_onnx(network, (torch.randn(2, 1, 64, 64), torch.tensor([10, 500])), path,
@@ -152,9 +153,7 @@ def export_prior_onnx(network: torch.nn.Module, path: Path) -> dict[str, Any]:
     with torch.no_grad():
         expected = network(x, t).numpy()
     got = session.run(None, {"x": x.numpy(), "timesteps": t.numpy()})[0]
-    err = float(np.mean((got - expected) ** 2))
-    peak = float(np.abs(expected).max())
-    psnr_db = 10 * np.log10(peak ** 2 / max(err, 1e-30))
+    psnr_db = parity_psnr(torch.from_numpy(expected), torch.from_numpy(got), mse_floor=1e-30)
     return {"format": "onnx", "fft": "none", "sha256": sha256_of(path), "parity_psnr_db_vs_torch": round(psnr_db, 1),
             "parity_max_abs_diff": float(np.abs(got - expected).max()), "dynamic_axes": "batch, H, W",
             "inputs": "x (N, 1, H, W) float32, timesteps (N,) int64; output eps (N, 1, H, W)"}

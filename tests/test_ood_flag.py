@@ -8,7 +8,7 @@ import pytest
 from job_inputs import submit
 from system_deps import require_tool
 
-from pipelines.confidence import FLAG_NOTE, FlagThresholds, consistency_report, thresholds_of
+from pipelines.confidence import FLAG_NOTE, FlagThresholds, consistency_report, consistency_summary, thresholds_of
 from pipelines.io.fastmri import write_fastmri
 from pipelines.metrics import psnr
 from pipelines.pipeline import reconstruct
@@ -80,6 +80,12 @@ def test_report_and_flag_follow_the_thresholds():
     unknown = consistency_report(acq, image, measured, {})
     assert not unknown["calibrated"] and not unknown["flagged"] and unknown["reasons"] == []
     assert "no out-of-distribution thresholds" in unknown["note"]
+    fast_only = {"ood": {**strict["ood"], "mode": "fast"}}  # a prior calibrated in its fast mode
+    assert consistency_report(acq, image, measured, fast_only, mode="fast")["flagged"]
+    exact = consistency_report(acq, image, measured, fast_only, mode="adps")
+    assert not exact["calibrated"] and not exact["flagged"] and "calibrated for mode fast, not adps" in exact["note"]
+    assert "not calibrated for this mode" in consistency_summary(exact)
+    assert "not calibrated for this model" in consistency_summary(unknown)
     limits = FlagThresholds(1.2, ((4.0, 0.1), (8.0, 0.2)))
     assert limits.disagreement_at(6.0) == pytest.approx(0.15) and limits.disagreement_at(2.0) == pytest.approx(0.05)
     assert limits.disagreement_at(1.0) == pytest.approx(0.1 / 3)  # never below a third of the first limit

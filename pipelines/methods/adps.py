@@ -218,7 +218,7 @@ def run(acq: MRIAcquisition, params: ADPSParams, progress: Progress | None = Non
     from pipelines.confidence import consistency_report, measured_residuals
 
     volume.attrs["consistency_report"] = consistency_report(acq, volume.data, measured_residuals(acq, volume.data),
-                                                            card, volume.uncertainty, baseline)
+                                                            card, volume.uncertainty, baseline, mode=mode)
     return volume
 
 
