@@ -55,14 +55,17 @@ default draws); its card records that mode, and the report of another mode says 
 
 
 def calibrate(rows: list[dict[str, Any]]) -> FlagThresholds:
-    """``MARGIN`` x the largest network residual, and ``MARGIN`` x the largest disagreement of each nominal
-    acceleration group placed at the group's mean sampled acceleration."""
+    """``MARGIN`` x the largest network residual, ``MARGIN`` x the largest disagreement of each nominal
+    acceleration group placed at the group's mean sampled acceleration, and for a diffusion method ``MARGIN`` x the
+    largest uncertainty mean."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["nominal"], []).append(row)
     points = sorted((statistics.fmean(r["acceleration"] for r in g), MARGIN * max(r["disagreement"] for r in g))
                     for g in groups.values())
-    return FlagThresholds(MARGIN * max(r["residual_network_max"] for r in rows), tuple(points))
+    spreads = [r["uncertainty"]["mean"] for r in rows if "uncertainty" in r]
+    return FlagThresholds(MARGIN * max(r["residual_network_max"] for r in rows), tuple(points),
+                          MARGIN * max(spreads) if spreads else None)
 
 
 def score(acq: MRIAcquisition, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -73,6 +76,8 @@ def score(acq: MRIAcquisition, method: str, params: dict[str, Any] | None = None
     if report is not None:
         for key in ("residual_network_max", "disagreement", "acceleration"):
             out[key] = report[key]
+        if "uncertainty" in report:
+            out["uncertainty"] = report["uncertainty"]
     return out
 
 

@@ -54,10 +54,12 @@ class FlagThresholds:
     """What makes a learned image out of distribution: a network residual above ``residual``, or a disagreement
     above the line through ``disagreement``'s ``[acceleration, limit]`` points (a classical reconstruction is worse
     at higher accelerations, so it may disagree more with a sound network; extended linearly on both sides, never
-    below a third of the first point's limit)."""
+    below a third of the first point's limit), or, for a diffusion method, an uncertainty mean above
+    ``uncertainty``."""
 
     residual: float
     disagreement: tuple[tuple[float, float], ...]
+    uncertainty: float | None = None  # diffusion methods: the largest in-distribution uncertainty mean
 
     def disagreement_at(self, acceleration: float) -> float:
         (r0, d0), (r1, d1) = self.disagreement[0], self.disagreement[-1]
@@ -74,10 +76,17 @@ class FlagThresholds:
         if d is not None and acceleration is not None and d > (limit := self.disagreement_at(acceleration)):
             out.append(f"it disagrees with the classical {report.get('baseline', BASELINE)} reconstruction by "
                        f"{100 * d:.1f}% (in distribution at most {100 * limit:.1f}% at {acceleration:.1f}x)")
+        spread = (report.get("uncertainty") or {}).get("mean")
+        if self.uncertainty is not None and spread is not None and spread > self.uncertainty:
+            out.append(f"its draws disagree: uncertainty mean {100 * spread:.2f}% of the image scale (in "
+                       f"distribution at most {100 * self.uncertainty:.2f}%)")
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"residual": self.residual, "disagreement": [list(p) for p in self.disagreement]}
+        out: dict[str, Any] = {"residual": self.residual, "disagreement": [list(p) for p in self.disagreement]}
+        if self.uncertainty is not None:
+            out["uncertainty"] = self.uncertainty
+        return out
 
 
 def thresholds_of(card: dict[str, Any], mode: str | None = None) -> FlagThresholds | None:
@@ -87,7 +96,9 @@ def thresholds_of(card: dict[str, Any], mode: str | None = None) -> FlagThreshol
     limits = ood.get("thresholds")
     if not limits or (mode is not None and ood.get("mode", mode) != mode):
         return None
-    return FlagThresholds(float(limits["residual"]), tuple((float(r), float(d)) for r, d in limits["disagreement"]))
+    spread = limits.get("uncertainty")
+    return FlagThresholds(float(limits["residual"]), tuple((float(r), float(d)) for r, d in limits["disagreement"]),
+                          None if spread is None else float(spread))
 
 
 def baseline_image(acq: MRIAcquisition, progress: Progress | None = None) -> np.ndarray:

@@ -86,6 +86,10 @@ def test_report_and_flag_follow_the_thresholds():
     assert not exact["calibrated"] and not exact["flagged"] and "calibrated for mode fast, not adps" in exact["note"]
     assert "not calibrated for this mode" in consistency_summary(exact)
     assert "not calibrated for this model" in consistency_summary(unknown)
+    spread = FlagThresholds(9.0, ((4.0, 0.9),), uncertainty=0.01)  # a diffusion method's third criterion
+    assert spread.reasons({"uncertainty": {"mean": 0.005}, "disagreement": 0.1, "acceleration": 4.0}) == []
+    assert "uncertainty mean 2.00%" in spread.reasons({"uncertainty": {"mean": 0.02}})[0]
+    assert thresholds_of({"ood": {"thresholds": spread.to_dict()}}) == spread
     limits = FlagThresholds(1.2, ((4.0, 0.1), (8.0, 0.2)))
     assert limits.disagreement_at(6.0) == pytest.approx(0.15) and limits.disagreement_at(2.0) == pytest.approx(0.05)
     assert limits.disagreement_at(1.0) == pytest.approx(0.1 / 3)  # never below a third of the first limit
