@@ -157,8 +157,10 @@ def main() -> None:
             stored = json.loads(path.read_text())
             stored["ood"] = {
                 "thresholds": results[model_id]["thresholds"], "margin": MARGIN,
-                "calibrated_on": f"{args.calibration} ({len(calibration)} files): {MARGIN} x the largest residual, and "
-                                 f"{MARGIN} x the largest disagreement at each nominal acceleration",
+                "calibrated_on": f"{args.calibration} ({len(calibration)} files): {MARGIN} x the largest residual, "
+                                 f"{MARGIN} x the largest disagreement at each nominal acceleration"
+                                 + ("" if limits.uncertainty is None else
+                                    f", and {MARGIN} x the largest uncertainty mean"),
                 "false_flag_rate": results[model_id]["false_flag_rate"],
                 "third_party_flagged_or_at_least_l1": covered,
                 "command": "OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_ood_calibrate.py --write-cards"
