@@ -184,11 +184,9 @@ def main() -> None:
             if stored is not None:
                 results.append({"command": earlier.get("command"), **stored})
             continue
-        if recompute is not None and stored is not None:
-            rows = {label: row for label, row in stored["rows"].items() if label.split()[0] not in recompute}
-            tuning = stored["tuning"]
-        else:
-            rows, tuning = {}, None
+        reuse = recompute is not None and stored is not None
+        earlier_rows, tuning = (stored["rows"], stored["tuning"]) if reuse else ({}, None)
+        rows = {}
         tune, test = case_acquisitions(case, args, scratch)
 
         def tune_classical(tune=tune, case=case) -> dict:
@@ -210,7 +208,9 @@ def main() -> None:
                 ("admm-tv (default)", "admm-tv", {}),
                 ("admm-tv (tuned lam)", "admm-tv", {"lam": admm_best["lam"], "lam_z": admm_best["lam"]}),
                 ("dds (defaults)", "dds", {"engine": "onnx"}), *EXTRA_ROWS.get(case["name"], ())):
-            if label in rows and rows[label]["params"] == params:
+            kept_row = earlier_rows.get(label)
+            if kept_row is not None and kept_row["params"] == params and method not in recompute:
+                rows[label] = kept_row
                 continue
 
             def score(test=test, method=method, params=params, label=label, case=case) -> dict:
@@ -222,8 +222,6 @@ def main() -> None:
                 return row
 
             rows[label] = cached(scratch / f"score-{slug(case['name'])}-{args.test_slices}-{slug(label)}.json", score)
-        order = ("fbp", "admm-tv (default)", "admm-tv (tuned", "dds")
-        rows = dict(sorted(rows.items(), key=lambda kv: next(i for i, o in enumerate(order) if kv[0].startswith(o))))
         results.append({"command": command, "case": case, "tuning": tuning, "rows": rows})
 
     dicom = earlier.get("dicom_out_of_distribution")

@@ -156,9 +156,9 @@ def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[st
         report["uncertainty"] = uncertainty_summary(image, std)
     limits = thresholds_of(card, mode)
     if limits is None:
-        other = (card.get("ood") or {}).get("mode")
-        note = (f"the out-of-distribution thresholds of this model are calibrated for mode {other}, not {mode}"
-                if other and (card.get("ood") or {}).get("thresholds") else
+        ood = card.get("ood") or {}
+        note = (f"the out-of-distribution thresholds of this model are calibrated for mode {ood['mode']}, not {mode}"
+                if ood.get("thresholds") and ood.get("mode") else
                 "no out-of-distribution thresholds are calibrated for this model")
         report.update(calibrated=False, flagged=False, reasons=[], note=note)
     else:
