@@ -75,8 +75,7 @@ def acquisition(source: str, case: dict, slices: int, i0: float | None, seed: in
 
 
 EXTRA_ROWS = {"8 views": (("dds (100 steps)", "dds", {"engine": "onnx", "steps": 100}),)}
-"""Beside the defaults: DDS at twice the paper's steps, the setting the tuning slab scores higher (34.49 dB / 0.971
-axial on its central slices at 8 views, against 33.81 / 0.963 at 50 steps; 200 steps 34.71 / 0.975)."""
+"""Beside the defaults: DDS at twice the paper's steps, to show what more steps buy (not a tuned setting)."""
 
 
 def case_acquisitions(case: dict, args: argparse.Namespace, scratch: Path) -> tuple[CTAcquisition, CTAcquisition]:
