@@ -64,7 +64,6 @@ os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -84,7 +83,9 @@ for _path in (ROOT, ROOT / "benchmarks"):
 import mri_cases  # noqa: E402
 from mri_cases import Case  # noqa: E402
 
+from pipelines.data import InputError  # noqa: E402
 from pipelines.io.bart_cfl import read_cfl, write_cfl  # noqa: E402
+from pipelines.system_tools import find_tool  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SCRATCH = ROOT / "benchmarks" / "out"
@@ -95,8 +96,6 @@ TUNE_I = [30, 50]
 OUR_LAMS = [float(f"{lam:.3g}") for lam in np.geomspace(2e-4, 5e-2, 11)]
 QUICK = {"tuning": [0, 9], "held_out": [10, 8], "R": [3e-3, 3e-2], "I": [30], "lams": [5e-4, 2e-3, 1e-2]}
 TIMED = ("ours l1-wavelet", "bart tuned", "bart default", "ours cg-sense", "ours zero-filled")
-INSTALL_HINT = ("bart not found on PATH: install the Debian package 'bart' (bash scripts/install-system-deps.sh "
-                "installs every system package the benchmarks and tests use)")
 Log = Callable[[str], None]
 
 
@@ -538,8 +537,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
         return 0
-    if shutil.which("bart") is None:
-        print(INSTALL_HINT, file=sys.stderr)
+    try:
+        find_tool("bart", "bart")
+    except InputError as err:
+        print(err, file=sys.stderr)
         return 2
     if args.oracle_only:
         oracle_only(args)

@@ -157,10 +157,12 @@ def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[st
     limits = thresholds_of(card, mode)
     if limits is None:
         ood = card.get("ood") or {}
-        note = (f"the out-of-distribution thresholds of this model are calibrated for mode {ood['mode']}, not {mode}"
-                if ood.get("thresholds") and ood.get("mode") else
-                "no out-of-distribution thresholds are calibrated for this model")
+        other_mode = ood.get("mode") if ood.get("thresholds") else None
+        note = (f"the out-of-distribution thresholds of this model are calibrated for mode {other_mode}, not {mode}"
+                if other_mode else "no out-of-distribution thresholds are calibrated for this model")
         report.update(calibrated=False, flagged=False, reasons=[], note=note)
+        if other_mode:
+            report["calibrated_mode"] = other_mode
     else:
         reasons = limits.reasons(report)
         report.update(calibrated=True, thresholds=limits.to_dict(), flagged=bool(reasons), reasons=reasons)
@@ -182,7 +184,7 @@ def consistency_summary(report: dict[str, Any]) -> str:
     if "uncertainty" in report:
         parts.append(f"uncertainty mean {100 * report['uncertainty']['mean']:.1f}% of the image scale")
     if not report.get("calibrated"):
-        what = "this mode" if "calibrated for mode" in report.get("note", "") else "this model"
+        what = "this mode" if report.get("calibrated_mode") else "this model"
         parts.append(f"out-of-distribution check not calibrated for {what}")
     elif not report.get("flagged"):
         parts.append("within the calibrated range")

@@ -3,20 +3,17 @@ machine without them cannot pass ``make test`` by testing less."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-INSTALL = "bash scripts/install-system-deps.sh"
+from pipelines.data import InputError
+from pipelines.system_tools import find_tool, install_hint
 
-
-def install_hint(package: str) -> str:
-    return f"install the Debian package {package} ({INSTALL} installs every system package the tests use)"
+__all__ = ["install_hint", "require_tool"]
 
 
 def require_tool(tool: str, package: str) -> str:
     """The path of ``tool`` on PATH; fails the calling test when it is not there."""
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} not found on PATH: {install_hint(package)}", pytrace=False)
-    return path
+    try:
+        return find_tool(tool, package)
+    except InputError as err:
+        pytest.fail(f"{tool} {err.problem}", pytrace=False)

@@ -77,5 +77,5 @@ def test_markdown_prints_the_table_from_the_file(quick):
 
 def test_without_bart_it_fails_with_the_install_hint(tmp_path):
     done = _run("--quick", "--out", str(tmp_path / "s.json"), env={"PATH": "", "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 2 and "install the Debian package 'bart'" in done.stderr
+    assert done.returncode == 2 and "bart: not found on PATH: install the Debian package bart" in done.stderr
     assert not (tmp_path / "s.json").exists()

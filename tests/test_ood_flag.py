@@ -84,6 +84,7 @@ def test_report_and_flag_follow_the_thresholds():
     assert consistency_report(acq, image, measured, fast_only, mode="fast")["flagged"]
     exact = consistency_report(acq, image, measured, fast_only, mode="adps")
     assert not exact["calibrated"] and not exact["flagged"] and "calibrated for mode fast, not adps" in exact["note"]
+    assert exact["calibrated_mode"] == "fast" and "calibrated_mode" not in unknown
     assert "not calibrated for this mode" in consistency_summary(exact)
     assert "not calibrated for this model" in consistency_summary(unknown)
     spread = FlagThresholds(9.0, ((4.0, 0.9),), uncertainty=0.01)  # a diffusion method's third criterion

@@ -16,7 +16,6 @@ Both come back as ``MRIAcquisition`` with ``reference`` set, read by the project
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -28,17 +27,9 @@ from models.physics.mri.coils import rss
 from models.physics.mri.fft import ifft2c
 from models.physics.mri.masks import count_center_lines
 from pipelines.data import InputError, MRIAcquisition
+from pipelines.system_tools import find_tool
 
 ISMRMRD_GENERATOR = "ismrmrd_generate_cartesian_shepp_logan"
-INSTALL = "bash scripts/install-system-deps.sh"
-
-
-def _tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise InputError(name, f"not found on PATH: install the Debian package {package} ({INSTALL})")
-    return path
-
 
 def _run(command: list[str]) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -56,7 +47,7 @@ def ismrmrd_shepp_logan(size: int = 192, coils: int = 12, acceleration: int = 4,
     ``calibration`` centre lines, noise of standard deviation ``noise`` (the generator's ``-n``)."""
     from pipelines.io.ismrmrd_mrd import read_ismrmrd
 
-    generator = _tool(ISMRMRD_GENERATOR, "ismrmrd-tools")
+    generator = find_tool(ISMRMRD_GENERATOR, "ismrmrd-tools")
     with tempfile.TemporaryDirectory(prefix="ismrmrd-") as tmp:
         data, clean = Path(tmp) / "data.h5", Path(tmp) / "clean.h5"
         common = ["-m", str(size), "-c", str(coils)]
@@ -77,7 +68,7 @@ def bart_phantom(size: int = 256, coils: int = 8, acceleration: float = 4.0, cal
     ``snr_db`` (None: none) relative to the mean RSS reference over the object."""
     from pipelines.io.bart_cfl import read_cfl
 
-    bart = _tool("bart", "bart")
+    bart = find_tool("bart", "bart")
     with tempfile.TemporaryDirectory(prefix="bart-") as tmp:
         base = Path(tmp) / "phantom"
         _run([bart, "phantom", "-k", "-x", str(size), "-s", str(coils), str(base)])
