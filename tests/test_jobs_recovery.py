@@ -82,9 +82,13 @@ def test_kill_9_of_the_server_then_recovery_accounts_for_every_job(tmp_path, ct_
     partial = data_dir / "results" / f".{running.id}.partial-12345"  # as a worker killed while writing leaves it
     partial.mkdir(parents=True)
     (partial / "recon.nii.gz").write_bytes(b"half")
+    # and as a server killed while publishing a remote worker's files leaves it (executors.task.publish_files)
+    remote = data_dir / "results" / f".{waiting.id}.partial"
+    remote.mkdir()
+    (remote / "recon.nii.gz").write_bytes(b"half")
     outcomes = dict(recover_jobs(context))
     assert outcomes == {running.id: "queued", deleted.id: "failed", corrupt.id: "failed"}
-    assert not partial.exists()
+    assert not partial.exists() and not remote.exists()
     for job in (deleted, corrupt):
         assert store.get(job.id).error == "the stored input of this queued job is missing or corrupt"
     assert store.get(waiting.id).state == JobState.QUEUED

@@ -47,9 +47,11 @@ def _unfinished(context: ServiceContext) -> list[JobRecord]:
 
 
 def remove_partial_results(data_dir: Path) -> int:
-    """Delete result folders a killed worker was still writing (``results/.<job_id>.partial-<pid>``)."""
+    """Delete result folders a killed process was still writing: a worker's ``results/.<job_id>.partial-<pid>``
+    (``jobs.results.write_results``) and the submitter's ``results/.<job_id>.partial`` for a job run remotely
+    (``executors.task.publish_files``)."""
     removed = 0
-    for partial in (Path(data_dir) / RESULTS_DIR).glob(".*.partial-*"):
+    for partial in (Path(data_dir) / RESULTS_DIR).glob(".*.partial*"):
         if partial.is_dir() and not partial.is_symlink():
             shutil.rmtree(partial)
             removed += 1
