@@ -43,6 +43,8 @@ ROWS: list[tuple[str, str, dict[str, Any]]] = [
                                                   "engine": "torch"}),
     ("adps fast, ambient prior (onnx)", "adps", {"model_id": "mri-prior-ambient-brain-sim", "mode": "fast",
                                                  "engine": "onnx"}),
+    ("adps fast, fully sampled prior (onnx)", "adps", {"model_id": "mri-prior-full-brain-sim", "mode": "fast",
+                                                       "engine": "onnx"}),
     ("l1-wavelet", "l1-wavelet", {}),
     ("recurrentvarnet", "recurrentvarnet", {}),
     ("rim", "rim", {}),
@@ -69,7 +71,8 @@ def main() -> None:
     ap.add_argument("--data", default="data/brain-bench/test")
     ap.add_argument("--slices", type=int, default=4, help="slices per acceleration")
     ap.add_argument("--samples", type=int, default=4, help="A-DPS draws per slice (mean = image, std = map)")
-    ap.add_argument("--rows", default="all", help="comma-separated row indices (default all)")
+    ap.add_argument("--rows", default="all", help="comma-separated row indices (default all); the other rows are "
+                    "kept from --json when it holds the same data and samples")
     ap.add_argument("--json", default="benchmarks/results/mri_adps.json")
     ap.add_argument("--tuned", default="benchmarks/results/mri_adps_tuning.json",
                     help="the settings mri_adps_tune.py chose on the validation set ('none': the defaults)")
@@ -83,6 +86,14 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"), "data": f"{args.data}: {args.slices} slices per acceleration",
         "samples": args.samples, "tuned": {label: p for label, m, p in rows if m == "adps"}, "results": {}}
+    earlier = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
+    same_data = earlier.get("data") == out["data"] and earlier.get("samples") == out["samples"]
+    if args.rows != "all" and same_data:
+        labels = [label for label, _, _ in rows]
+        out["kept_rows"] = {"labels": [label for label in earlier.get("results", {}).get("4x", {})
+                                       if label not in labels],
+                            "command": earlier.get("command"), "date": earlier.get("date")}
+        out["tuned"] = {**{k: v for k, v in earlier.get("tuned", {}).items() if k not in labels}, **out["tuned"]}
     for acc in ("4x", "8x"):
         files = dataset_files(args.data, f"*_{acc}*")[:args.slices]
         per_row: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in rows}
@@ -103,8 +114,11 @@ def main() -> None:
                 per_row[label].append(row)
                 print(f"[{time.strftime('%H:%M:%S')}] {acc} {path.name} {label}: "
                       f"{ {k: round(v, 4) for k, v in row.items()} }", flush=True)
-        out["results"][acc] = {label: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} | {"slices": len(rs)}
-                               for label, rs in per_row.items() if rs}
+        measured = {label: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} | {"slices": len(rs)}
+                    for label, rs in per_row.items() if rs}
+        kept = earlier.get("results", {}).get(acc, {}) if "kept_rows" in out else {}
+        out["results"][acc] = {label: measured[label] if label in measured else kept[label]
+                               for label, _, _ in ROWS if label in measured or label in kept}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 

@@ -51,7 +51,8 @@ HELD_OUT = {"test": "data/brain-bench/test", "test-orientation": "data/brain-ben
 KIND_METHOD = {"recurrentvarnet": "recurrentvarnet", "rim": "rim", "mri-prior": "adps"}
 PRIOR_PATH = {"engine": "onnx", "mode": "fast"}
 """A diffusion prior is calibrated on the path the service runs (``mri-adps``: the fast mode on ONNX Runtime, its
-default draws); its card records that mode, and the report of another mode says it is not calibrated."""
+default steps, draws and ``gamma``, the card's ``sampler_defaults``); its card records those settings (``ood.sampler``),
+and the report of a run with other settings says it is not calibrated for them."""
 
 
 def calibrate(rows: list[dict[str, Any]]) -> FlagThresholds:
@@ -78,6 +79,11 @@ def score(acq: MRIAcquisition, method: str, params: dict[str, Any] | None = None
             out[key] = report[key]
         if "uncertainty" in report:
             out["uncertainty"] = report["uncertainty"]
+    chosen = result.volume.attrs.get("chosen") or {}
+    if "mode" in chosen and "samples" in chosen:  # a diffusion method: the sampler settings it ran with
+        from pipelines.methods.adps import sampler_record
+
+        out["sampler"] = sampler_record(chosen)
     return out
 
 
@@ -165,8 +171,12 @@ def main() -> None:
                 "third_party_flagged_or_at_least_l1": covered,
                 "command": "OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/mri_ood_calibrate.py --write-cards"
                            + ("" if model_id in DEFAULT_MODELS.split(",") else f" --models {model_id}")}
-            if method == "adps":
-                stored["ood"].update(mode=PRIOR_PATH["mode"], engine=PRIOR_PATH["engine"])
+            samplers = {json.dumps(r["sampler"], sort_keys=True) for r in calibration if "sampler" in r}
+            if samplers:  # a diffusion prior: its thresholds hold for these settings only
+                if len(samplers) != 1:
+                    raise RuntimeError(f"{model_id}: the calibration files ran with different sampler settings "
+                                       f"{sorted(samplers)}")
+                stored["ood"].update(sampler=json.loads(samplers.pop()), engine=PRIOR_PATH["engine"])
             path.write_text(json.dumps(stored, indent=2) + "\n")
     out = Path(args.out)
     kept = {}

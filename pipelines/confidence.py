@@ -89,12 +89,26 @@ class FlagThresholds:
         return out
 
 
-def thresholds_of(card: dict[str, Any], mode: str | None = None) -> FlagThresholds | None:
-    """The card's calibrated thresholds (None when the model was never calibrated, or, for a prior whose sampler has
-    modes, when they were calibrated for another ``mode`` than the one that ran)."""
+def calibrated_sampler(card: dict[str, Any]) -> dict[str, Any]:
+    """The sampler settings a diffusion prior's thresholds were calibrated with (``card["ood"]["sampler"]``: mode,
+    steps, draws, data-consistency weights); empty for a network, whose image has no sampler settings."""
+    return dict((card.get("ood") or {}).get("sampler") or {})
+
+
+def sampler_differences(card: dict[str, Any], sampler: dict[str, Any] | None) -> list[str]:
+    """The calibrated sampler settings that the run's ``sampler`` does not share, as ``"name=calibrated, not ran"``."""
+    if sampler is None:
+        return []
+    return [f"{k}={v}, not {sampler.get(k)}" for k, v in calibrated_sampler(card).items() if sampler.get(k) != v]
+
+
+def thresholds_of(card: dict[str, Any], sampler: dict[str, Any] | None = None) -> FlagThresholds | None:
+    """The card's calibrated thresholds (None when the model was never calibrated, or, for a diffusion prior, when
+    the run's ``sampler`` settings differ from those they were calibrated with: the spread of the draws, the fit to
+    the data and so the report's figures all move with the sampler's mode, steps, draws and weights)."""
     ood = card.get("ood") or {}
     limits = ood.get("thresholds")
-    if not limits or (mode is not None and ood.get("mode", mode) != mode):
+    if not limits or sampler_differences(card, sampler):
         return None
     spread = limits.get("uncertainty")
     return FlagThresholds(float(limits["residual"]), tuple((float(r), float(d)) for r, d in limits["disagreement"]),
@@ -137,11 +151,11 @@ def measured_residuals(acq: MRIAcquisition, image: np.ndarray) -> dict[str, floa
 
 def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[str, float],
                        card: dict[str, Any], std: np.ndarray | None = None,
-                       progress: Progress | None = None, mode: str | None = None) -> dict[str, Any]:
+                       progress: Progress | None = None, sampler: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report of a learned image ``image`` of ``acq``: ``measured`` is the consistency step's
     (``DataConsistency.report()``, with ``mode`` and ``noise``), ``std`` the diffusion methods' uncertainty map;
-    ``progress(done, total)`` counts the baseline's slices; ``mode`` the sampler mode of a diffusion method (its
-    thresholds hold for the mode they were calibrated in)."""
+    ``progress(done, total)`` counts the baseline's slices; ``sampler`` the settings a diffusion method ran with
+    (its thresholds hold for the settings they were calibrated with, ``calibrated_sampler``)."""
     from pipelines.sampling import acquisition_mask, sampled_acceleration
 
     mask, _ = acquisition_mask(acq)
@@ -154,15 +168,15 @@ def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[st
         report["baseline_error"] = str(err)
     if std is not None:
         report["uncertainty"] = uncertainty_summary(image, std)
-    limits = thresholds_of(card, mode)
+    limits = thresholds_of(card, sampler)
     if limits is None:
-        ood = card.get("ood") or {}
-        other_mode = ood.get("mode") if ood.get("thresholds") else None
-        note = (f"the out-of-distribution thresholds of this model are calibrated for mode {other_mode}, not {mode}"
-                if other_mode else "no out-of-distribution thresholds are calibrated for this model")
+        differences = sampler_differences(card, sampler) if (card.get("ood") or {}).get("thresholds") else []
+        note = ("the out-of-distribution thresholds of this model are calibrated for other sampler settings ("
+                + "; ".join(differences) + ")" if differences else
+                "no out-of-distribution thresholds are calibrated for this model")
         report.update(calibrated=False, flagged=False, reasons=[], note=note)
-        if other_mode:
-            report["calibrated_mode"] = other_mode
+        if differences:
+            report["calibrated_sampler"] = calibrated_sampler(card)
     else:
         reasons = limits.reasons(report)
         report.update(calibrated=True, thresholds=limits.to_dict(), flagged=bool(reasons), reasons=reasons)
@@ -184,7 +198,7 @@ def consistency_summary(report: dict[str, Any]) -> str:
     if "uncertainty" in report:
         parts.append(f"uncertainty mean {100 * report['uncertainty']['mean']:.1f}% of the image scale")
     if not report.get("calibrated"):
-        what = "this mode" if report.get("calibrated_mode") else "this model"
+        what = "these sampler settings" if report.get("calibrated_sampler") else "this model"
         parts.append(f"out-of-distribution check not calibrated for {what}")
     elif not report.get("flagged"):
         parts.append("within the calibrated range")

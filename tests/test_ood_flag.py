@@ -80,12 +80,16 @@ def test_report_and_flag_follow_the_thresholds():
     unknown = consistency_report(acq, image, measured, {})
     assert not unknown["calibrated"] and not unknown["flagged"] and unknown["reasons"] == []
     assert "no out-of-distribution thresholds" in unknown["note"]
-    fast_only = {"ood": {**strict["ood"], "mode": "fast"}}  # a prior calibrated in its fast mode
-    assert consistency_report(acq, image, measured, fast_only, mode="fast")["flagged"]
-    exact = consistency_report(acq, image, measured, fast_only, mode="adps")
-    assert not exact["calibrated"] and not exact["flagged"] and "calibrated for mode fast, not adps" in exact["note"]
-    assert exact["calibrated_mode"] == "fast" and "calibrated_mode" not in unknown
-    assert "not calibrated for this mode" in consistency_summary(exact)
+    calibrated_with = {"mode": "fast", "steps": 50, "samples": 4, "gamma": 8.0}  # a prior's sampler settings
+    fast_only = {"ood": {**strict["ood"], "sampler": calibrated_with}}
+    assert consistency_report(acq, image, measured, fast_only, sampler=calibrated_with)["flagged"]
+    exact = consistency_report(acq, image, measured, fast_only, sampler={"mode": "adps", "steps": 100, "samples": 4})
+    assert not exact["calibrated"] and not exact["flagged"]
+    assert "mode=fast, not adps; steps=50, not 100" in exact["note"]
+    assert exact["calibrated_sampler"] == calibrated_with and "calibrated_sampler" not in unknown
+    assert "not calibrated for these sampler settings" in consistency_summary(exact)
+    other_weight = consistency_report(acq, image, measured, fast_only, sampler={**calibrated_with, "gamma": 1.0})
+    assert not other_weight["calibrated"] and other_weight["note"].endswith("(gamma=8.0, not 1.0)")
     assert "not calibrated for this model" in consistency_summary(unknown)
     spread = FlagThresholds(9.0, ((4.0, 0.9),), uncertainty=0.01)  # a diffusion method's third criterion
     assert spread.reasons({"uncertainty": {"mean": 0.005}, "disagreement": 0.1, "acceleration": 4.0}) == []

@@ -12,9 +12,10 @@ Two modes (``models.diffusion``'s docstrings say what each computes):
   by autograd: the torch engine only. Default 100 steps, each a forward and a backward pass (the reference runs
   300). Measured on a busy 2-core CPU, one 128 x 128 slice: 16 s for one draw of 50 steps, so about 2 minutes a
   slice at the defaults (4 draws); the fast mode on ONNX Runtime took 21 s for 2 draws of 50 steps.
-* ``fast``: the gradient-free approximation (DDS-style proximal data consistency, ``gamma`` of about
-  ``1 / ||A^H A||``, which is 1 for ACS maps with ``sum_c |S_c|^2 = 1`` and a 0/1 mask): any engine; on ONNX Runtime
-  it is the serving path. Default 50 steps.
+* ``fast``: the gradient-free approximation (DDS-style proximal data consistency): any engine; on ONNX Runtime
+  it is the serving path. Default 50 steps. Its weight ``gamma`` defaults to the value chosen for the prior on the
+  validation set (the card's ``sampler_defaults``, ``benchmarks/mri_adps_tune.py``), else to ``1 / ||A^H A||``,
+  which is 1 for ACS maps with ``sum_c |S_c|^2 = 1`` and a 0/1 mask.
 
 3D (fast mode, ``tv_z`` set): the slices are reconstructed together as one volume, the prior denoising every slice
 at each step and the data step one ADMM iteration with total variation along z (``ADMMTVConsistency``, the DDS
@@ -29,7 +30,7 @@ Output: ``samples`` draws per slice from seeded noise; the volume is their compl
 like every MRI method) and, with more than one draw, ``volume.uncertainty`` is the per-pixel standard deviation of
 the complex draws, ``sqrt(sum_k |x_k - mean|^2 / (K - 1))`` (the real and imaginary spread together; it bounds the
 spread of the magnitudes, ``| |x_k| - |m| | <= |x_k - m|``), in the image's units. No quality bar is claimed here:
-the defaults are the samplers' and the reference's, not tuned on this data.
+the exact mode's defaults are the reference's, not tuned on this data.
 """
 
 from __future__ import annotations
@@ -89,8 +90,9 @@ class ADPSParams(ZooModelParams):
     step_size: float | None = Field(None, ge=0, le=100, description="adps: the likelihood step, in image units "
                                     f"(null: {DEFAULTS['step_size']:g}, the reference's)")
     churn: float | None = Field(None, ge=0, le=100, description="adps: EDM's S_churn, extra noise per step (null: 0)")
-    gamma: float | None = Field(None, gt=0, le=100, description="fast: proximal data-consistency weight (null: 1 = "
-                                "1/||A^H A|| for maps with sum |S|^2 = 1)")
+    gamma: float | None = Field(None, gt=0, le=100, description="fast: proximal data-consistency weight (null: the "
+                                "prior's tuned value, its card's sampler_defaults; else 1 = 1/||A^H A|| for maps with "
+                                "sum |S|^2 = 1)")
     eta: float | None = Field(None, ge=0, le=1, description=f"fast: fresh-noise fraction per step (null: "
                               f"{DEFAULTS['eta']:g})")
     cg_iterations: int | None = Field(None, ge=1, le=50, description=f"fast: CG steps per data-consistency update "
@@ -127,11 +129,31 @@ class ADPSParams(ZooModelParams):
 MODEL = LearnedModel(PRIOR_KIND, "mri-prior-ambient-brain-sim", dict(DEFAULT_MRI_PRIOR_CONFIG))
 
 
-def _settings(params: ADPSParams, mode: str) -> dict[str, Any]:
-    """The sampler settings that run: the ones given, the mode's defaults for the rest."""
+def prior_defaults(card: dict[str, Any]) -> dict[str, Any]:
+    """``DEFAULTS`` with the settings the prior's card holds in ``sampler_defaults`` (chosen for that prior on the
+    validation set by ``benchmarks/mri_adps_tune.py --write-cards``, or ``held`` at another value for the reason
+    given there). ``ValueError`` for an unknown or bad one."""
+    tuned = {k: v for k, v in (card.get("sampler_defaults") or {}).items() if k not in ("tuned", "held")}
+    unknown = sorted(set(tuned) - set(DEFAULTS))
+    if unknown or not all(isinstance(v, int | float) and v > 0 for v in tuned.values()):
+        raise ValueError(f"model {card['id']!r}: its card's sampler_defaults {tuned} are not positive values of "
+                         f"{', '.join(DEFAULTS)}")
+    return {**DEFAULTS, **tuned}
+
+
+def _settings(params: ADPSParams, mode: str, card: dict[str, Any]) -> dict[str, Any]:
+    """The sampler settings that run: the ones given, the prior's defaults for the rest (``prior_defaults``)."""
+    defaults = prior_defaults(card)
     names = [n for n, owner in MODE_OF.items() if owner == mode]
-    chosen = {n: getattr(params, n) if getattr(params, n) is not None else DEFAULTS[n] for n in names}
+    chosen = {n: getattr(params, n) if getattr(params, n) is not None else defaults[n] for n in names}
     return {"steps": params.steps or STEPS[mode], **chosen}
+
+
+def sampler_record(chosen: dict[str, Any]) -> dict[str, Any]:
+    """What a run's draws depend on (the mode, its steps, the number of draws and the mode's settings),
+    from its ``chosen``: the consistency report's thresholds hold only for the record they were calibrated with."""
+    names = ["mode", "steps", "samples", *(n for n, owner in MODE_OF.items() if owner == chosen["mode"])]
+    return {n: chosen[n] for n in names}
 
 
 def _check_device(device: str) -> None:
@@ -179,7 +201,7 @@ def run(acq: MRIAcquisition, params: ADPSParams, progress: Progress | None = Non
     if num_low < 2:
         raise InputError(acq.source, f"{num_low} fully sampled centre columns: the prior's coil maps and scale need "
                                      "at least 2 calibration lines")
-    settings = _settings(params, mode)
+    settings = _settings(params, mode, card)
     sub = further_mask(w, prior, params.seed) if prior["kind"] == "ambient" else None
     parallel = min(params.samples, params.max_batch)
     per_slice = settings["steps"] * (math.ceil(params.samples / parallel) if params.samples > 1 else 1)
@@ -218,7 +240,8 @@ def run(acq: MRIAcquisition, params: ADPSParams, progress: Progress | None = Non
     from pipelines.confidence import consistency_report, measured_residuals
 
     volume.attrs["consistency_report"] = consistency_report(acq, volume.data, measured_residuals(acq, volume.data),
-                                                            card, volume.uncertainty, baseline, mode=mode)
+                                                            card, volume.uncertainty, baseline,
+                                                            sampler=sampler_record(chosen))
     return volume
 
 
