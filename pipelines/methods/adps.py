@@ -13,8 +13,9 @@ Two modes (``models.diffusion``'s docstrings say what each computes):
   300). Measured on a busy 2-core CPU, one 128 x 128 slice: 16 s for one draw of 50 steps, so about 2 minutes a
   slice at the defaults (4 draws); the fast mode on ONNX Runtime took 21 s for 2 draws of 50 steps.
 * ``fast``: the gradient-free approximation (DDS-style proximal data consistency): any engine; on ONNX Runtime
-  it is the serving path. Default 50 steps. Its weight ``gamma`` defaults to the value chosen for the prior on the
-  validation set (the card's ``sampler_defaults``, ``benchmarks/mri_adps_tune.py``), else to ``1 / ||A^H A||``,
+  it is the serving path. Default 50 steps. Its weight ``gamma`` defaults to the prior card's ``sampler_defaults``
+  (the value ``benchmarks/mri_adps_tune.py`` chose on the validation set, unless the card holds another and says
+  why: the ambient prior keeps 1, where its out-of-distribution flag was validated), else to ``1 / ||A^H A||``,
   which is 1 for ACS maps with ``sum_c |S_c|^2 = 1`` and a 0/1 mask.
 
 3D (fast mode, ``tv_z`` set): the slices are reconstructed together as one volume, the prior denoising every slice
@@ -91,7 +92,7 @@ class ADPSParams(ZooModelParams):
                                     f"(null: {DEFAULTS['step_size']:g}, the reference's)")
     churn: float | None = Field(None, ge=0, le=100, description="adps: EDM's S_churn, extra noise per step (null: 0)")
     gamma: float | None = Field(None, gt=0, le=100, description="fast: proximal data-consistency weight (null: the "
-                                "prior's tuned value, its card's sampler_defaults; else 1 = 1/||A^H A|| for maps with "
+                                "prior's default, its card's sampler_defaults; else 1 = 1/||A^H A|| for maps with "
                                 "sum |S|^2 = 1)")
     eta: float | None = Field(None, ge=0, le=1, description=f"fast: fresh-noise fraction per step (null: "
                               f"{DEFAULTS['eta']:g})")
