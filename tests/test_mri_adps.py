@@ -120,7 +120,7 @@ def test_draws_give_a_mean_and_a_std_map_and_one_draw_none(brain):
     assert one.uncertainty is None and one.attrs["chosen"]["prior"] == "fully-sampled"
     assert one.attrs["chosen"]["mode"] == "adps" and one.attrs["engine"] == "torch-cpu"
     assert "further_acceleration" not in one.attrs["chosen"]
-    assert not one.attrs["consistency_report"]["calibrated"]  # the fully sampled prior has no thresholds
+    assert not one.attrs["consistency_report"]["calibrated"]  # the full prior's thresholds hold for its fast mode
     exact = reconstruct(acq, "adps", {"steps": 2, "samples": 1}).volume.attrs["consistency_report"]
     assert not exact["calibrated"] and not exact["flagged"] and "mode=fast, not adps" in exact["note"]
 
