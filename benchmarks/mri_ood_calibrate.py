@@ -77,13 +77,9 @@ def score(acq: MRIAcquisition, method: str, params: dict[str, Any] | None = None
     if report is not None:
         for key in ("residual_network_max", "disagreement", "acceleration"):
             out[key] = report[key]
-        if "uncertainty" in report:
-            out["uncertainty"] = report["uncertainty"]
-    chosen = result.volume.attrs.get("chosen") or {}
-    if "mode" in chosen and "samples" in chosen:  # a diffusion method: the sampler settings it ran with
-        from pipelines.methods.adps import sampler_record
-
-        out["sampler"] = sampler_record(chosen)
+        for key in ("uncertainty", "sampler"):  # a diffusion method's: its draws' spread, the settings it ran with
+            if key in report:
+                out[key] = report[key]
     return out
 
 

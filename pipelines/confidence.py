@@ -154,8 +154,8 @@ def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[st
                        progress: Progress | None = None, sampler: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report of a learned image ``image`` of ``acq``: ``measured`` is the consistency step's
     (``DataConsistency.report()``, with ``mode`` and ``noise``), ``std`` the diffusion methods' uncertainty map;
-    ``progress(done, total)`` counts the baseline's slices; ``sampler`` the settings a diffusion method ran with
-    (its thresholds hold for the settings they were calibrated with, ``calibrated_sampler``)."""
+    ``progress(done, total)`` counts the baseline's slices; ``sampler`` the settings a diffusion method ran with,
+    kept in the report (its thresholds hold for the settings they were calibrated with, ``calibrated_sampler``)."""
     from pipelines.sampling import acquisition_mask, sampled_acceleration
 
     mask, _ = acquisition_mask(acq)
@@ -168,6 +168,8 @@ def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[st
         report["baseline_error"] = str(err)
     if std is not None:
         report["uncertainty"] = uncertainty_summary(image, std)
+    if sampler is not None:
+        report["sampler"] = sampler
     limits = thresholds_of(card, sampler)
     if limits is None:
         differences = sampler_differences(card, sampler) if (card.get("ood") or {}).get("thresholds") else []

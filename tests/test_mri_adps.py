@@ -116,6 +116,8 @@ def test_draws_give_a_mean_and_a_std_map_and_one_draw_none(brain):
     # the ambient prior's thresholds hold for the service's settings (50 steps, 4 draws), not these
     assert not report["calibrated"] and not report["flagged"]
     assert "steps=50, not 3; samples=4, not 3" in report["note"] and report["calibrated_sampler"]["steps"] == 50
+    assert report["sampler"] == {"mode": "fast", "steps": 3, "samples": 3, "gamma": 1.0, "eta": 0.85,
+                                 "cg_iterations": 5, "tv_z": None}  # what the report was made for
     one = reconstruct(acq, "adps", {"model_id": FULL, "steps": 2, "samples": 1}).volume
     assert one.uncertainty is None and one.attrs["chosen"]["prior"] == "fully-sampled"
     assert one.attrs["chosen"]["mode"] == "adps" and one.attrs["engine"] == "torch-cpu"

@@ -142,19 +142,21 @@ def prior_defaults(card: dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULTS, **tuned}
 
 
+def _mode_settings(mode: str) -> list[str]:
+    return [n for n, owner in MODE_OF.items() if owner == mode]
+
+
 def _settings(params: ADPSParams, mode: str, card: dict[str, Any]) -> dict[str, Any]:
     """The sampler settings that run: the ones given, the prior's defaults for the rest (``prior_defaults``)."""
     defaults = prior_defaults(card)
-    names = [n for n, owner in MODE_OF.items() if owner == mode]
-    chosen = {n: getattr(params, n) if getattr(params, n) is not None else defaults[n] for n in names}
+    chosen = {n: getattr(params, n) if getattr(params, n) is not None else defaults[n] for n in _mode_settings(mode)}
     return {"steps": params.steps or STEPS[mode], **chosen}
 
 
 def sampler_record(chosen: dict[str, Any]) -> dict[str, Any]:
     """What a run's draws depend on (the mode, its steps, the number of draws and the mode's settings),
     from its ``chosen``: the consistency report's thresholds hold only for the record they were calibrated with."""
-    names = ["mode", "steps", "samples", *(n for n, owner in MODE_OF.items() if owner == chosen["mode"])]
-    return {n: chosen[n] for n in names}
+    return {n: chosen[n] for n in ["mode", "steps", "samples", *_mode_settings(chosen["mode"])]}
 
 
 def _check_device(device: str) -> None:
