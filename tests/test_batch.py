@@ -131,7 +131,7 @@ def test_interrupted_batch_resumes_where_it_stopped(tmp_path):
     mtimes = {key: os.stat(out / key / "recon.nii.gz").st_mtime_ns for key in first}
     # what an interrupted run can leave besides: a staging folder, and a folder published without its done line
     unfinished = sorted(set(good) - first)[0]
-    (out / f".{unfinished}.partial").mkdir()
+    (out / f".{unfinished}.partial-4321").mkdir()
     (out / unfinished).mkdir(exist_ok=True)
     proc = start_batch(source, out, "--workers", "1", pipeline="mri-l1-wavelet", params=SLOW_PARAMS)
     stdout, stderr = proc.communicate(timeout=300)

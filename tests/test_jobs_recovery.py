@@ -83,7 +83,7 @@ def test_kill_9_of_the_server_then_recovery_accounts_for_every_job(tmp_path, ct_
     partial.mkdir(parents=True)
     (partial / "recon.nii.gz").write_bytes(b"half")
     # and as a server killed while publishing a remote worker's files leaves it (executors.task.publish_files)
-    remote = data_dir / "results" / f".{waiting.id}.partial"
+    remote = data_dir / "results" / f".{waiting.id}.partial-67890"
     remote.mkdir()
     (remote / "recon.nii.gz").write_bytes(b"half")
     outcomes = dict(recover_jobs(context))

@@ -66,7 +66,7 @@ def _outputs(key: str, result: dict[str, Any]) -> dict[str, str]:
 
 
 def _clear_staging(out: Path) -> None:
-    for leftover in out.glob(".*.partial"):
+    for leftover in out.glob(".*.partial*"):  # publish_files stages under .KEY.partial-PID
         shutil.rmtree(leftover, ignore_errors=True)
 
 

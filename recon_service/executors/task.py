@@ -10,6 +10,7 @@ as bytes (:class:`Outcome`) and the submitter publishes them (:func:`publish_fil
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -122,7 +123,7 @@ def publish_files(files: dict[str, bytes], final: Path) -> Path:
     """Write ``files`` (relative path -> bytes) as the folder ``final``: into a staging folder next to it, fsynced,
     then renamed into place (an older ``final`` is replaced), so a reader never sees half a result."""
     final = Path(final)
-    staging = final.with_name(f".{final.name}.partial")
+    staging = final.with_name(f".{final.name}.partial-{os.getpid()}")  # the name jobs.results stages under
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)

@@ -47,9 +47,9 @@ def _unfinished(context: ServiceContext) -> list[JobRecord]:
 
 
 def remove_partial_results(data_dir: Path) -> int:
-    """Delete result folders a killed process was still writing: a worker's ``results/.<job_id>.partial-<pid>``
-    (``jobs.results.write_results``) and the submitter's ``results/.<job_id>.partial`` for a job run remotely
-    (``executors.task.publish_files``)."""
+    """Delete result folders a killed process was still writing, ``results/.<job_id>.partial-<pid>``: a worker's
+    (``jobs.results.write_results``) or the submitter's for a job run remotely (``executors.task.publish_files``);
+    the glob also takes the ``.<job_id>.partial`` that earlier versions of the latter left."""
     removed = 0
     for partial in (Path(data_dir) / RESULTS_DIR).glob(".*.partial*"):
         if partial.is_dir() and not partial.is_symlink():
