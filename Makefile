@@ -30,7 +30,7 @@ test: setup lint
 # the held-out sets), made where missing; each set is written aside and moved into place when complete, so an
 # interrupted run is redone rather than half used
 BENCH_DATA ?= data/brain-bench
-BENCH_SETS := train val test test-orientation test-contrast
+BENCH_SETS := train val val-orientation test test-orientation test-contrast
 
 bench-data: setup
 	@for set in $(BENCH_SETS); do \
@@ -45,6 +45,11 @@ bench-data: setup
 	  $(VENV)/bin/recon simulate mri --out data/brain-equispaced.partial --set test --mask equispaced --seed 3 && \
 	  mv data/brain-equispaced.partial data/brain-equispaced || exit 1; \
 	fi; echo "equispaced-mask test set: data/brain-equispaced/test"
+	@if [ ! -d data/brain-equispaced/val ]; then \
+	  rm -rf data/brain-equispaced.partial && \
+	  $(VENV)/bin/recon simulate mri --out data/brain-equispaced.partial --set val --mask equispaced --seed 4 && \
+	  mv data/brain-equispaced.partial/val data/brain-equispaced/val && rm -rf data/brain-equispaced.partial || exit 1; \
+	fi; echo "equispaced-mask validation set: data/brain-equispaced/val"
 
 bench: setup bench-data
 	$(PY) benchmarks/mri_classical.py

@@ -10,10 +10,10 @@ A learned image is checked three ways:
 * for the diffusion methods, by their own spread: the uncertainty map's mean and 99th percentile over the object,
   relative to the image's 99th percentile.
 
-The flag compares the report with thresholds calibrated per model on the simulated brain tuning split and
-stored in the model's card (``card["ood"]``, written by ``benchmarks/mri_ood_calibrate.py`` with the false-flag
-rates it measured on the held-out sets). A model without calibrated thresholds is reported as not calibrated,
-never as in distribution.
+The flag compares the report with thresholds calibrated per model on the simulated brain's validation slabs (all
+three planes, random and equispaced masks) and stored in the model's card (``card["ood"]``, written by
+``benchmarks/mri_ood_calibrate.py`` with the false-flag rates it measured on the held-out sets). A model without
+calibrated thresholds is reported as not calibrated, never as in distribution.
 """
 
 from __future__ import annotations

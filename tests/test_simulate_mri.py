@@ -27,8 +27,10 @@ def test_splits_are_disjoint_and_separated():
     # no test slice is within the gap of a training slice
     gap = min(abs(a - b) for a in covered["train"] for b in covered["test"])
     assert gap > cfg.gap
-    # held-out orientations only ever appear as test data
-    assert mri.slab_starts("sagittal", "train", cfg) == [] and mri.slab_starts("sagittal", "test", cfg)
+    # held-out orientations are never trained on: validation (the flag's calibration) and test slabs only
+    for orientation in ("coronal", "sagittal"):
+        assert mri.slab_starts(orientation, "train", cfg) == []
+        assert mri.slab_starts(orientation, "val", cfg) and mri.slab_starts(orientation, "test", cfg)
 
 
 def test_slab_shapes_mask_and_reference():

@@ -81,15 +81,15 @@ class MRISimulationConfig:
 def slab_starts(orientation: str, split: str, cfg: MRISimulationConfig) -> list[int]:
     """Cube indices of the first slice of each slab of ``split`` along ``orientation``'s slice axis.
 
-    Held-out orientations are never trained on; only their ``test`` slabs are simulated, which keeps
-    the held-out set the size of the test set.
+    Held-out orientations are never trained on: they have no ``train`` slabs (their ``val`` slabs calibrate the
+    out-of-distribution flag, their ``test`` slabs are the held-out set).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     lo, hi = brain.brain_extent(orientation)
     span = (cfg.slices - 1) * cfg.slice_step + 1
     starts = list(range(lo, hi - span + 2, span + cfg.gap))
-    if orientation in HELD_OUT_ORIENTATIONS and split != "test":
+    if orientation in HELD_OUT_ORIENTATIONS and split == "train":
         return []
     return [s for n, s in enumerate(starts) if SPLIT_PATTERN[n % len(SPLIT_PATTERN)] == split]
 

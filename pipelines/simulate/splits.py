@@ -11,6 +11,8 @@ BENCHMARK_SETS = {
     # name: (split, contrasts, orientations, accelerations)
     "train": ("train", TRAIN_CONTRASTS, ("axial",), (1.0,)),
     "val": ("val", TRAIN_CONTRASTS, ("axial",), (4.0, 8.0)),
+    # the validation slabs across the other orientations: with val, what the out-of-distribution flag is calibrated on
+    "val-orientation": ("val", TRAIN_CONTRASTS, HELD_OUT_ORIENTATIONS, (4.0, 8.0)),
     "test": ("test", TRAIN_CONTRASTS, ("axial",), (4.0, 8.0)),
     "test-orientation": ("test", TRAIN_CONTRASTS, HELD_OUT_ORIENTATIONS, (4.0, 8.0)),
     "test-contrast": ("test", (HELD_OUT_CONTRAST,), ("axial",), (4.0, 8.0)),
