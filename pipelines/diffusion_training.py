@@ -19,9 +19,9 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,21 +33,62 @@ WEIGHTS = "model.pt"
 Progress = Callable[[int, int, float], None]
 
 
-class LoopConfig(Protocol):
-    steps: int
-    lr: float
-    warmup_steps: int
-    ema_decay: float
-    grad_clip: float
-    checkpoint_every: int
-    val_every: int
-    seed: int
-    device: str
-    bf16: bool
-    time_limit_s: float | None
-    init_from: str | None
-    model_config: dict[str, Any]
-    size: int
+@dataclass
+class LoopConfig:
+    """The settings of ``train_loop`` that every diffusion prior's training shares (``recon train ct-prior``,
+    ``diffusion-prior``, ``ambient-prior``); each prior's config adds its data's and may change the defaults."""
+
+    model_config: dict[str, Any] = field(default_factory=dict)
+    size: int = 128
+    steps: int = 20000
+    batch_size: int = 32
+    lr: float = 2e-4
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    checkpoint_every: int = 500
+    val_every: int = 1000
+    val_slices: int = 16
+    seed: int = 0
+    threads: int | None = None
+    device: str = "cpu"
+    bf16: bool = False  # bfloat16 autocast (GPU training)
+    time_limit_s: float | None = None  # stop early (weights saved) after this many seconds of this run
+    init_from: str | None = None  # start from these weights (a zoo model id or a model.pt): fine-tuning
+
+    def check(self) -> None:
+        """Refuse settings a run cannot use (a ``ValueError`` naming the setting), before any work."""
+        for name in ("batch_size", "checkpoint_every", "val_every", "val_slices"):
+            check_integer(self, name, 1)
+        for name in ("steps", "warmup_steps", "seed"):
+            check_integer(self, name, 0)
+        check_number(self, "lr", 1e-8, 1.0)
+        check_number(self, "ema_decay", 0.0, 0.99999)
+        check_number(self, "grad_clip", 0.0)
+        if self.threads is not None:
+            check_integer(self, "threads", 1)
+        if self.time_limit_s is not None:
+            check_number(self, "time_limit_s", 1.0)
+        if self.init_from is not None and not (isinstance(self.init_from, str) and self.init_from):
+            raise ValueError(f"init_from must be a model id or a weights path, got {self.init_from!r}")
+        if not isinstance(self.model_config, dict):
+            raise ValueError(f"model_config must be a JSON object, got {self.model_config!r}")
+        if not isinstance(self.bf16, bool):
+            raise ValueError(f"bf16 must be true or false, got {self.bf16!r}")
+
+
+def check_integer(cfg: Any, name: str, low: int) -> None:
+    """``cfg.name`` an integer (not a bool) of at least ``low``, or a ``ValueError`` naming it."""
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_number(cfg: Any, name: str, low: float, high: float = math.inf) -> None:
+    """``cfg.name`` a number (not a bool) in ``[low, high]``, or a ``ValueError`` naming it."""
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
 
 
 def machine_note(device: torch.device) -> str:

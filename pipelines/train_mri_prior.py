@@ -21,9 +21,8 @@ of the data, which are held out of training.
 
 from __future__ import annotations
 
-import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from models.diffusion.edm import (
 from models.physics.mri.masks import calibrated_center_fraction, count_center_lines, random_column_mask
 from models.physics.mri.sense import SenseOperator
 from pipelines.data import InputError
-from pipelines.diffusion_training import autocast, train_loop
+from pipelines.diffusion_training import LoopConfig, autocast, check_integer, check_number, train_loop
 from pipelines.train_prior import initial_state
 
 KINDS = ("ambient", "fully-sampled")
@@ -53,70 +52,30 @@ SCALE_QUANTILE = 0.99
 
 
 @dataclass
-class MRIPriorConfig:
+class MRIPriorConfig(LoopConfig):
     kind: str = "ambient"
     data: str | list[str] = "data/brain-bench/train"
     acceleration: float = 4.0  # ambient: the training mask's for fully sampled files
     further_acceleration: float | None = None  # ambient: the further sub-mask's (null: acceleration + 1)
-    size: int = 128
-    model_config: dict[str, Any] = field(default_factory=dict)
-    steps: int = 20000
     batch_size: int = 8
-    lr: float = 2e-4
-    warmup_steps: int = 200
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
     checkpoint_every: int = 200
     val_every: int = 500
     val_slices: int = 8
-    seed: int = 0
-    threads: int | None = None
-    device: str = "cpu"
-    bf16: bool = False
-    time_limit_s: float | None = None
-    init_from: str | None = None
 
     def check(self) -> None:
-        """Refuse settings a run cannot use (a ``ValueError`` naming the setting), before any work."""
-        def integer(name: str, low: int) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-        def number(name: str, low: float, high: float = math.inf) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-                raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
-
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        for name in ("batch_size", "checkpoint_every", "val_every", "val_slices"):
-            integer(name, 1)
-        for name in ("steps", "warmup_steps", "seed"):
-            integer(name, 0)
-        integer("size", 16)
+        super().check()
+        check_integer(self, "size", 16)
         multiple = 2 ** (len({**DEFAULT_MRI_PRIOR_CONFIG, **self.model_config}["channels"]) - 1)
         if self.size % multiple:
             raise ValueError(f"size must be a multiple of {multiple}, got {self.size}")
-        number("acceleration", 1.0, 64.0)
+        check_number(self, "acceleration", 1.0, 64.0)
         if self.further_acceleration is not None:
-            number("further_acceleration", 1.0, 128.0)
+            check_number(self, "further_acceleration", 1.0, 128.0)
             if self.further_acceleration <= self.acceleration:
                 raise ValueError(f"further_acceleration ({self.further_acceleration:g}) must exceed acceleration "
                                  f"({self.acceleration:g}): the further mask is a subset of the training mask")
-        number("lr", 1e-8, 1.0)
-        number("ema_decay", 0.0, 0.99999)
-        number("grad_clip", 0.0)
-        if self.threads is not None:
-            integer("threads", 1)
-        if self.time_limit_s is not None:
-            number("time_limit_s", 1.0)
-        if self.init_from is not None and not (isinstance(self.init_from, str) and self.init_from):
-            raise ValueError(f"init_from must be a model id or a weights path, got {self.init_from!r}")
-        if not isinstance(self.model_config, dict):
-            raise ValueError(f"model_config must be a JSON object, got {self.model_config!r}")
-        if not isinstance(self.bf16, bool):
-            raise ValueError(f"bf16 must be true or false, got {self.bf16!r}")
         data = self.data
         if not (isinstance(data, str) and data) and not (isinstance(data, list) and data
                                                          and all(isinstance(d, str) for d in data)):

@@ -12,9 +12,8 @@ Everything is seeded by ``seed`` and the step, so a run resumed from its checkpo
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,71 +23,28 @@ import torch
 from models.diffusion.network import DEFAULT_PRIOR_CONFIG, build_prior_unet, size_multiple
 from models.diffusion.schedule import VPSchedule
 from pipelines.data import InputError
-from pipelines.diffusion_training import autocast, train_loop
+from pipelines.diffusion_training import LoopConfig, autocast, check_integer, check_number, train_loop
 
 VAL_TIMESTEPS = (20, 100, 300, 600, 900)
 DIVERGED_LOSS = 1e3  # eps has unit variance: an untrained network scores about 1
 
 
 @dataclass
-class CTPriorConfig:
+class CTPriorConfig(LoopConfig):
     data: str | list[str] = "brain"  # "brain" (the pseudo-CT brain's training range) or volume paths
-    size: int = 128
     pixel_mm: float = 2.0
-    model_config: dict[str, Any] = field(default_factory=dict)
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 2e-2
-    steps: int = 20000
-    batch_size: int = 32
-    lr: float = 2e-4
-    warmup_steps: int = 200
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    checkpoint_every: int = 500
-    val_every: int = 1000
-    val_slices: int = 16
-    seed: int = 0
-    threads: int | None = None
-    device: str = "cpu"
-    bf16: bool = False  # bfloat16 autocast (GPU training)
-    time_limit_s: float | None = None  # stop early (weights saved) after this many seconds of this run
-    init_from: str | None = None  # start from these weights (a zoo model id or a model.pt): fine-tuning
 
     def check(self) -> None:
-        """Refuse settings a run cannot use (a ``ValueError`` naming the setting), before any work."""
-        def integer(name: str, low: int) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-        def number(name: str, low: float, high: float = math.inf) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-                raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
-
-        for name in ("batch_size", "checkpoint_every", "val_every", "val_slices", "num_train_timesteps"):
-            integer(name, 1)
-        for name in ("steps", "warmup_steps", "seed"):
-            integer(name, 0)
-        integer("size", 8)
+        super().check()
+        check_integer(self, "num_train_timesteps", 1)
+        check_integer(self, "size", 8)
         if self.size % size_multiple(self.model_config):
             raise ValueError(f"size must be a multiple of {size_multiple(self.model_config)}, got {self.size}")
-        number("pixel_mm", 1e-3, 100.0)
-        number("lr", 1e-8, 1.0)
-        number("ema_decay", 0.0, 0.99999)
-        number("grad_clip", 0.0)
-        if self.threads is not None:
-            integer("threads", 1)
-        if self.time_limit_s is not None:
-            number("time_limit_s", 1.0)
-        if self.init_from is not None and not (isinstance(self.init_from, str) and self.init_from):
-            raise ValueError(f"init_from must be a model id or a weights path, got {self.init_from!r}")
-        if not isinstance(self.model_config, dict):
-            raise ValueError(f"model_config must be a JSON object, got {self.model_config!r}")
+        check_number(self, "pixel_mm", 1e-3, 100.0)
         VPSchedule(self.num_train_timesteps, self.beta_start, self.beta_end)
-        if not isinstance(self.bf16, bool):
-            raise ValueError(f"bf16 must be true or false, got {self.bf16!r}")
         data = self.data
         if not (data == "brain" or (isinstance(data, list) and data and all(isinstance(d, str) for d in data))):
             raise ValueError(f"data must be \"brain\" or a list of DICOM series / NIfTI paths, got {data!r}")

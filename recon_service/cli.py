@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,57 +251,68 @@ def _load_config(text: str | None, option: str = "--config") -> dict[str, Any]:
     return value
 
 
-def cmd_train_ct_prior(args: argparse.Namespace) -> int:
+def _config_overrides(args: argparse.Namespace, config_type: type, fixed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``--config``'s settings, refused (``ValueError`` listing the known ones) where ``config_type`` has no such
+    field or the command sets it itself (``fixed``)."""
     from dataclasses import fields
 
-    from pipelines.train_prior import CTPriorConfig, train_prior, training_volumes
-
     overrides = _load_config(args.config)
-    known = {f.name for f in fields(CTPriorConfig)}
+    known = {f.name for f in fields(config_type)} - set(fixed)
     unknown = set(overrides) - known
     if unknown:
         raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    cfg = CTPriorConfig(**overrides)
-    if args.data is not None:
-        cfg.data = "brain" if args.data == ["brain"] else list(args.data)
-    if args.val_data is not None:
-        raise ValueError("ct-prior validates on its own data (the brain's tuning slab, or slices of the first "
-                         "volume given); --val-data is for the MRI networks")
-    for name in ("steps", "seed", "threads", "init_from"):
+    return overrides
+
+
+def _set_given(cfg: Any, args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """The command-line options among ``names`` that were given override the config's."""
+    for name in names:
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
-    cfg.check()
-    if cfg.data != "brain":
-        training_volumes(cfg.data)  # names a missing or empty path before any work
-    bar = tqdm(total=cfg.steps, desc="training ct-prior", unit="step", file=sys.stderr)
+
+
+def _train_with_progress(label: str, steps: int, run: Callable[[Callable[[int, int, float], None]], Path]) -> int:
+    """``run(progress)`` under a progress bar of ``steps`` training steps, then the weights' path."""
+    bar = tqdm(total=steps, desc=f"training {label}", unit="step", file=sys.stderr)
 
     def progress(step: int, total: int, loss: float) -> None:
         bar.n = step
         bar.set_postfix(loss=f"{loss:.4f}", refresh=True)
 
     try:
-        weights = train_prior(cfg, Path(args.out), resume=args.resume, progress=progress)
+        weights = run(progress)
     finally:
         bar.close()
     print(f"weights: {weights}")
     return 0
 
 
+def cmd_train_ct_prior(args: argparse.Namespace) -> int:
+    from pipelines.train_prior import CTPriorConfig, train_prior, training_volumes
+
+    cfg = CTPriorConfig(**_config_overrides(args, CTPriorConfig))
+    if args.data is not None:
+        cfg.data = "brain" if args.data == ["brain"] else list(args.data)
+    if args.val_data is not None:
+        raise ValueError("ct-prior validates on its own data (the brain's tuning slab, or slices of the first "
+                         "volume given); --val-data is for the MRI networks")
+    _set_given(cfg, args, ("steps", "seed", "threads", "init_from"))
+    cfg.check()
+    if cfg.data != "brain":
+        training_volumes(cfg.data)  # names a missing or empty path before any work
+    return _train_with_progress("ct-prior", cfg.steps,
+                                lambda progress: train_prior(cfg, Path(args.out), resume=args.resume,
+                                                             progress=progress))
+
+
 MRI_PRIORS = {"ambient-prior": "ambient", "diffusion-prior": "fully-sampled"}
 
 
 def cmd_train_mri_prior(args: argparse.Namespace) -> int:
-    from dataclasses import fields
-
     from pipelines.train_mri_prior import MRIPriorConfig, train_mri_prior, training_files
 
-    overrides = _load_config(args.config)
-    known = {f.name for f in fields(MRIPriorConfig)} - {"kind"}
-    unknown = set(overrides) - known
-    if unknown:
-        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    cfg = MRIPriorConfig(kind=MRI_PRIORS[args.model], **overrides)
+    cfg = MRIPriorConfig(kind=MRI_PRIORS[args.model], **_config_overrides(args, MRIPriorConfig, fixed=("kind",)))
     if args.data is not None:
         cfg.data = args.data[0] if len(args.data) == 1 else list(args.data)
     if args.val_data is not None:
@@ -312,28 +323,15 @@ def cmd_train_mri_prior(args: argparse.Namespace) -> int:
             raise ValueError("--acceleration is the ambient prior's training undersampling; diffusion-prior trains "
                              "on fully sampled data")
         cfg.acceleration = args.acceleration
-    for name in ("steps", "seed", "threads", "init_from"):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(cfg, name, value)
+    _set_given(cfg, args, ("steps", "seed", "threads", "init_from"))
     cfg.check()
     training_files(cfg.data)  # names a missing or empty directory before any work
-    bar = tqdm(total=cfg.steps, desc=f"training {args.model}", unit="step", file=sys.stderr)
-
-    def progress(step: int, total: int, loss: float) -> None:
-        bar.n = step
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=True)
-
-    try:
-        weights = train_mri_prior(cfg, Path(args.out), resume=args.resume, progress=progress)
-    finally:
-        bar.close()
-    print(f"weights: {weights}")
-    return 0
+    return _train_with_progress(args.model, cfg.steps,
+                                lambda progress: train_mri_prior(cfg, Path(args.out), resume=args.resume,
+                                                                 progress=progress))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dataclasses import fields
 
     from pipelines.train import TrainConfig, as_directories, default_model_config, train
 
@@ -344,19 +342,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.acceleration is not None:
         raise ValueError("--acceleration is for ambient-prior; RecurrentVarNet and RIM train at the accelerations "
                          "of their config ('accelerations')")
-    overrides = _load_config(args.config)
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(overrides) - known
-    if unknown:
-        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    overrides = _config_overrides(args, TrainConfig)
     overrides.setdefault("model_config", default_model_config(args.model))
     cfg = TrainConfig(model=args.model, **overrides)
     if args.data is not None and len(args.data) == 1:
         args.data = args.data[0]
-    for name in ("data", "val_data", "steps", "seed", "threads", "init_from"):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(cfg, name, value)
+    _set_given(cfg, args, ("data", "val_data", "steps", "seed", "threads", "init_from"))
     cfg.check()
     for directory in as_directories(cfg.data):
         if not directory.is_dir():
@@ -365,18 +356,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.val_data and not Path(cfg.val_data).is_dir():
         raise InputError(cfg.val_data, "validation data directory not found (give --val-data, or "
                          "\"val_data\": null in --config)")
-    bar = tqdm(total=cfg.steps, desc=f"training {cfg.model}", unit="step", file=sys.stderr)
-
-    def progress(step: int, total: int, loss: float) -> None:
-        bar.n = step
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=True)
-
-    try:
-        weights = train(cfg, Path(args.out), resume=args.resume, progress=progress)
-    finally:
-        bar.close()
-    print(f"weights: {weights}")
-    return 0
+    return _train_with_progress(cfg.model, cfg.steps,
+                                lambda progress: train(cfg, Path(args.out), resume=args.resume, progress=progress))
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ from typing import Literal
 
 import torch
 
-from models.diffusion._validate import check_count, check_eta, check_shape, check_weight
+from models.diffusion._validate import check_count, check_eta, check_measurement, check_shape, check_weight
 from models.diffusion.consistency import ADMMTVConsistency, DataConsistency, ProximalConsistency
 from models.diffusion.denoiser import Denoiser, SliceBatched, as_volume_denoiser
 from models.diffusion.sampling import Eta, Progress, StepInfo, diffusion_sample
@@ -54,21 +54,6 @@ from models.diffusion.schedule import VPSchedule
 from models.physics.linop import LinearOperator
 
 Mode = Literal["dds", "mbir"]
-
-
-def _check_measurement(A: LinearOperator, y: torch.Tensor, shape: tuple[int, ...],  # noqa: N803 - math name
-                       dtype: torch.dtype) -> None:
-    if not isinstance(A, LinearOperator):
-        raise ValueError(f"A must be a LinearOperator, got {type(A).__name__}")
-    if not isinstance(y, torch.Tensor):
-        raise ValueError(f"y must be a torch tensor, got {type(y).__name__}")
-    out = A.forward(torch.zeros(shape, dtype=dtype, device=y.device))
-    try:
-        fits = torch.broadcast_shapes(out.shape, y.shape) == out.shape
-    except RuntimeError:
-        fits = False
-    if not fits:
-        raise ValueError(f"y has shape {tuple(y.shape)} but A maps the volume {shape} to {tuple(out.shape)}")
 
 
 def _normalised_axis(tv_axis: int, shape: tuple[int, ...]) -> int:
@@ -105,7 +90,7 @@ def dds_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Linea
     lam = check_weight("lam", lam, positive=False)
     check_weight("rho", rho, positive=True)
     axis = _normalised_axis(tv_axis, shape)
-    _check_measurement(A, y, shape, dtype)
+    check_measurement(A, y, shape, dtype)
     if gamma is not None:
         if lam > 0:
             raise ValueError(f"gamma (the proximal MRI consistency) takes no TV term: lam must be 0, got {lam}")
