@@ -8,7 +8,7 @@ Each shipped network or MRI diffusion prior (``--models``) reconstructs, with it
 on the service's path, ``PRIOR_PATH``), every file of
 
 * the calibration sets, the only files the thresholds see: the brain benchmark's validation slabs, axial (``val``),
-  coronal and sagittal (``val-orientation``), and axial under equispaced masks (``data/brain-equispaced/val``), 48
+  coronal and sagittal (``val-orientation``), and axial under equispaced masks (``data/brain-equispaced/val``), 54
   files: the variation the flag must let through on the held-out sets, from slabs none of them shares. (With the
   ``val`` files alone, 12, an in-distribution file exceeds the largest of them with probability about 1/13 per
   figure, and the held-out sets' orientations and masks were never seen.)

@@ -52,3 +52,8 @@ def test_unrolled_train_step_says_which_weights(tmp_path):
     rows = {r["config"]: r for r in json.loads(out.read_text())["rows"]}
     assert rows["rim-T8-h48-gru"]["weights"].startswith("shipped rim-brain-sim, sha256 ")
     assert rows["rim-T8-h64-indrnn"]["weights"] == "random (seed 0)"
+
+
+def test_ood_calibration_refuses_an_unknown_calibration_set():
+    done = _run("mri_ood_calibrate", "--calibration-sets", "val,test", "--models", "rim-brain-sim")
+    assert done.returncode == 2 and "--calibration-sets: unknown test; choose from val, val-orientation" in done.stderr
