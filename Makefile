@@ -31,6 +31,8 @@ test: setup lint
 # interrupted run is redone rather than half used
 BENCH_DATA ?= data/brain-bench
 BENCH_SETS := train val val-orientation test test-orientation test-contrast
+# the equispaced-mask copies of val and test (the out-of-distribution flag's calibration and held-out sets)
+EQUISPACED_DATA ?= data/brain-equispaced
 
 bench-data: setup
 	@for set in $(BENCH_SETS); do \
@@ -40,16 +42,18 @@ bench-data: setup
 	    mv "$(BENCH_DATA)/.partial/$$set" "$(BENCH_DATA)/$$set" && rm -rf "$(BENCH_DATA)/.partial" || exit 1; \
 	  fi; \
 	done; echo "benchmark data: $(BENCH_DATA) ($(BENCH_SETS))"
-	@if [ ! -d data/brain-equispaced/test ]; then \
-	  rm -rf data/brain-equispaced && \
-	  $(VENV)/bin/recon simulate mri --out data/brain-equispaced.partial --set test --mask equispaced --seed 3 && \
-	  mv data/brain-equispaced.partial data/brain-equispaced || exit 1; \
-	fi; echo "equispaced-mask test set: data/brain-equispaced/test"
-	@if [ ! -d data/brain-equispaced/val ]; then \
-	  rm -rf data/brain-equispaced.partial && \
-	  $(VENV)/bin/recon simulate mri --out data/brain-equispaced.partial --set val --mask equispaced --seed 4 && \
-	  mv data/brain-equispaced.partial/val data/brain-equispaced/val && rm -rf data/brain-equispaced.partial || exit 1; \
-	fi; echo "equispaced-mask validation set: data/brain-equispaced/val"
+	@if [ ! -d "$(EQUISPACED_DATA)/test" ]; then \
+	  rm -rf "$(EQUISPACED_DATA).partial" && \
+	  $(VENV)/bin/recon simulate mri --out "$(EQUISPACED_DATA).partial" --set test --mask equispaced --seed 3 && \
+	  mkdir -p "$(EQUISPACED_DATA)" && mv "$(EQUISPACED_DATA).partial/test" "$(EQUISPACED_DATA)/test" && \
+	  rm -rf "$(EQUISPACED_DATA).partial" || exit 1; \
+	fi; echo "equispaced-mask test set: $(EQUISPACED_DATA)/test"
+	@if [ ! -d "$(EQUISPACED_DATA)/val" ]; then \
+	  rm -rf "$(EQUISPACED_DATA).partial" && \
+	  $(VENV)/bin/recon simulate mri --out "$(EQUISPACED_DATA).partial" --set val --mask equispaced --seed 4 && \
+	  mkdir -p "$(EQUISPACED_DATA)" && mv "$(EQUISPACED_DATA).partial/val" "$(EQUISPACED_DATA)/val" && \
+	  rm -rf "$(EQUISPACED_DATA).partial" || exit 1; \
+	fi; echo "equispaced-mask validation set: $(EQUISPACED_DATA)/val"
 
 bench: setup bench-data
 	$(PY) benchmarks/mri_classical.py

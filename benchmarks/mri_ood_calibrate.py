@@ -182,7 +182,7 @@ def main() -> None:
         before = (earlier.get("models") or {}).get(model_id) or {}
         done = reused_rows(before.get("rows") or {}, inputs, names) if before.get("sha256") == card["sha256"] else {}
         rows = score_missing(inputs, done, method, params, args.workers)
-        samplers = {json.dumps(r["sampler"], sort_keys=True) for r in rows.values() if "sampler" in r}
+        samplers = {json.dumps(r["sampler"], sort_keys=True): r["sampler"] for r in rows.values() if "sampler" in r}
         if len(samplers) > 1:  # a prior whose defaults moved since the reused rows were scored
             raise SystemExit(f"{model_id}: the rows ran with different sampler settings {sorted(samplers)}; run "
                              "without --reuse")
@@ -230,7 +230,8 @@ def main() -> None:
                            + ("" if model_id in DEFAULT_MODELS.split(",") else f" --models {model_id}")
                            + ("" if chosen == list(CALIBRATION) else f" --calibration-sets {args.calibration_sets}")}
             if samplers:  # a diffusion prior: its thresholds hold for these settings only
-                stored["ood"].update(sampler=json.loads(samplers.pop()), engine=PRIOR_PATH["engine"])
+                # in the report's order, which the note of a run with other settings follows
+                stored["ood"].update(sampler=next(iter(samplers.values())), engine=PRIOR_PATH["engine"])
             path.write_text(json.dumps(stored, indent=2) + "\n")
     kept = {}  # models calibrated by an earlier run on the same data keep their entries
     if (earlier.get("calibration"), earlier.get("margin"), earlier.get("held_out")) == (CALIBRATION, MARGIN, HELD_OUT):

@@ -22,21 +22,31 @@ def _make_installed():
 
 
 def test_bench_data_makes_only_the_missing_sets(tmp_path):
-    data = tmp_path / "brain-bench"
-    for name in ("train", "val", "test", "test-orientation"):  # present: must be left as they are
-        (data / name).mkdir(parents=True)
-        (data / name / "mine.txt").write_text(name)
-    done = subprocess.run([*MAKE, "bench-data", f"BENCH_DATA={data}"], capture_output=True, text=True, timeout=300)
+    data, equispaced = tmp_path / "brain-bench", tmp_path / "brain-equispaced"
+    present = {data: ("train", "val", "val-orientation", "test", "test-orientation"), equispaced: ("test",)}
+    for root, names in present.items():  # present: must be left as they are
+        for name in names:
+            (root / name).mkdir(parents=True)
+            (root / name / "mine.txt").write_text(name)
+    make = [*MAKE, "bench-data", f"BENCH_DATA={data}", f"EQUISPACED_DATA={equispaced}"]
+    done = subprocess.run(make, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     made = sorted(p.name for p in (data / "test-contrast").iterdir())
     assert made and all(name.startswith("flair_axial_") and name.endswith(("_4x.h5", "_8x.h5")) for name in made)
-    for name in ("train", "val", "test", "test-orientation"):
-        assert [p.name for p in (data / name).iterdir()] == ["mine.txt"]
-    assert sorted(p.name for p in data.iterdir()) == ["test", "test-contrast", "test-orientation", "train", "val"]
+    made = sorted(p.name for p in (equispaced / "val").iterdir())
+    assert made and all(name.endswith(("_4x.h5", "_8x.h5")) and "_axial_" in name for name in made)
+    for root, names in present.items():
+        for name in names:
+            assert [p.name for p in (root / name).iterdir()] == ["mine.txt"]
+    assert sorted(p.name for p in data.iterdir()) == ["test", "test-contrast", "test-orientation", "train", "val",
+                                                       "val-orientation"]
+    assert sorted(p.name for p in equispaced.iterdir()) == ["test", "val"]
+    assert not (tmp_path / "brain-equispaced.partial").exists()
 
-    again = subprocess.run([*MAKE, "bench-data", f"BENCH_DATA={data}"], capture_output=True, text=True, timeout=60)
+    again = subprocess.run(make, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "simulate" not in again.stdout + again.stderr
-    assert f"benchmark data: {data}" in again.stdout
+    assert f"benchmark data: {data}" in again.stdout and f"equispaced-mask validation set: {equispaced}/val" in \
+        again.stdout
 
 
 def test_bench_makes_the_data_before_the_benchmarks(tmp_path):
