@@ -194,10 +194,11 @@ def main() -> None:
         for key, row in rows.items():
             row["flagged"] = bool(limits.reasons(row))
             row["l1_psnr"] = l1[key]["psnr"]
-        false_flags = {name: statistics.fmean(float(rows[f"{name}/{p.name}"]["flagged"]) for p in files[name])
-                       for name in HELD_OUT}
-        left_out = {name: statistics.fmean(float(rows[f"{name}/{p.name}"]["flagged"]) for p in files[name])
-                    for name in CALIBRATION if name not in chosen}
+        def flag_rate(name: str, rows: dict[str, dict[str, Any]] = rows) -> float:
+            return statistics.fmean(float(rows[f"{name}/{p.name}"]["flagged"]) for p in files[name])
+
+        false_flags = {name: flag_rate(name) for name in HELD_OUT}
+        left_out = {name: flag_rate(name) for name in CALIBRATION if name not in chosen}
         pooled = [r["flagged"] for k, r in rows.items() if k.split("/")[0] in HELD_OUT]
         third_rows = {k: r for k, r in rows.items() if k.startswith("third-party/")}
         covered = all(r["flagged"] or r["psnr"] >= r["l1_psnr"] for r in third_rows.values())
