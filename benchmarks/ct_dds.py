@@ -7,6 +7,9 @@ between the sets). Cases: 8, 4 and 2 views over 180 degrees, and ``--arc-views``
 and, reported beside them, TV's ideal case: noise-free random ellipsoids at 8 views (``PHANTOM_CASE``, its own
 tuning and test volumes).
 
+Out of distribution, the same four cases on a DICOM CT series of real anatomy the prior never saw: chest CT of two
+patients (``SERIES``), tuned on one and scored on the other.
+
 Tuning, on the central ``--tune-slices`` slices of the tuning slab, each setting chosen by mean axial PSNR
 (ties within 0.1 dB broken by SSIM):
 * FBP: its 5 filters, per case;
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.ct_lung_series import lung_series
 from pipelines.ct_units import MU_WATER
 from pipelines.data import CTAcquisition
 from pipelines.io.sinogram import read_sinogram
@@ -50,11 +54,12 @@ ADMM_LAMS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 
 
 def cases(arc_views: int) -> list[dict[str, Any]]:
-    return [{"name": "8 views", "views": 8, "arc": None, "regime": "sparse"},
-            {"name": "4 views", "views": 4, "arc": None, "regime": "sparse"},
-            {"name": "2 views", "views": 2, "arc": None, "regime": "sparse"},
-            {"name": f"120-degree arc, {arc_views} views", "views": arc_views, "arc": 120.0, "regime": "limited"},
-            PHANTOM_CASE]
+    brain = [{"name": "8 views", "views": 8, "arc": None, "regime": "sparse"},
+             {"name": "4 views", "views": 4, "arc": None, "regime": "sparse"},
+             {"name": "2 views", "views": 2, "arc": None, "regime": "sparse"},
+             {"name": f"120-degree arc, {arc_views} views", "views": arc_views, "arc": 120.0, "regime": "limited"}]
+    series = [{**case, "name": f"{case['name']}, chest CT series", "series": True} for case in brain]
+    return [*brain, PHANTOM_CASE, *series]
 
 
 PHANTOM_CASE = {"name": "8 views, random ellipsoids (noise-free)", "views": 8, "arc": None, "regime": "sparse",
@@ -67,7 +72,7 @@ PHANTOM_SEEDS = {"tuning": 11, "test": 21}
 
 def acquisition(source: str, case: dict, slices: int, i0: float | None, seed: int, scratch: Path) -> CTAcquisition:
     """The case's sinogram of ``source`` (cached under ``scratch``); for ellipsoids the first of its volumes."""
-    out = scratch / f"{source}-{case['views']}-{case['arc']}-{slices}-{i0}-{seed}"
+    out = scratch / f"{Path(source).name}-{case['views']}-{case['arc']}-{slices}-{i0}-{seed}"
     if not any(out.glob("*.h5")):
         simulate_ct_dataset(out, views=case["views"], arc_deg=case["arc"], source=source, size=128, slices=slices,
                             noise_i0=i0, seed=seed)
@@ -79,12 +84,24 @@ EXTRA_ROWS = {"8 views": (("dds (100 steps)", "dds", {"engine": "onnx", "steps":
 
 
 def case_acquisitions(case: dict, args: argparse.Namespace, scratch: Path) -> tuple[CTAcquisition, CTAcquisition]:
-    """(tuning, test) acquisitions of a case: the brain slabs, or two ellipsoid volumes for the phantom case."""
+    """(tuning, test) acquisitions of a case: the brain slabs, two ellipsoid volumes for the phantom case, or two
+    patients' chest CT series (``SERIES``)."""
     if case.get("phantom"):
         return (acquisition("ellipsoids", case, PHANTOM_SLICES, None, PHANTOM_SEEDS["tuning"], scratch),
                 acquisition("ellipsoids", case, PHANTOM_SLICES, None, PHANTOM_SEEDS["test"], scratch))
+    if case.get("series"):
+        folders = lung_series(args.series_data)
+        return (acquisition(str(folders[SERIES["tuning"]]), case, args.tune_slices, args.i0, 1, scratch),
+                acquisition(str(folders[SERIES["test"]]), case, SERIES_TEST_SLICES, args.i0, 2, scratch))
     return (acquisition("brain-tuning", case, args.tune_slices, args.i0, 1, scratch),
             acquisition("brain-test", case, args.test_slices, args.i0, 2, scratch))
+
+
+SERIES = {"tuning": "lung1", "test": "lung2"}
+"""The out-of-distribution DICOM CT series (``benchmarks/ct_lung_series.py``): two patients' chest CT, read by
+``pipelines.io.dicom_ct`` and resampled to 128 x 128 over their 292 / 321 mm field of view (2.3 / 2.5 mm pixels),
+slices 5 mm apart; tuning on ``lung1``'s central ``--tune-slices`` slices, scoring on all of ``lung2``'s."""
+SERIES_TEST_SLICES = 61
 
 
 def plane_scores(ref: np.ndarray, x: np.ndarray) -> dict[str, dict[str, float]]:
@@ -161,6 +178,8 @@ def main() -> None:
     ap.add_argument("--test-slices", type=int, default=64)
     ap.add_argument("--cases", default="all", help="comma-separated case indices (default all; the other cases "
                     "are kept from --json)")
+    ap.add_argument("--series-data", default="data/ct-lung", help="folder of the chest CT series (written there "
+                    "by benchmarks/ct_lung_series.py when missing)")
     ap.add_argument("--scratch", default="benchmarks/out/ct_dds")
     ap.add_argument("--json", default="benchmarks/results/ct_dds.json")
     ap.add_argument("--recompute", default="all", help="comma-separated methods (fbp, admm-tv, dds) whose rows are "
@@ -261,7 +280,11 @@ def main() -> None:
                  f"brain-test slab, {args.test_slices} slices (held out from the prior's training)",
                  "size": 128, "pixel_mm": 2.0, "slice_mm": 1.0, "i0": args.i0,
                  "phantom": f"random ellipsoids, {PHANTOM_SLICES} x 128 x 128, noise-free: tuning volume seed "
-                            f"{PHANTOM_SEEDS['tuning']}, test volume seed {PHANTOM_SEEDS['test']}"},
+                            f"{PHANTOM_SEEDS['tuning']}, test volume seed {PHANTOM_SEEDS['test']}",
+                 "series": f"DICOM CT series of two patients' chest CT (pyradiomics 3.1.0 test data, "
+                           f"benchmarks/ct_lung_series.py), read by pipelines.io.dicom_ct, 128 x 128 over the field "
+                           f"of view, 5 mm slices, i0 as the brain: tuning {SERIES['tuning']} (central "
+                           f"{args.tune_slices} slices), test {SERIES['test']} ({SERIES_TEST_SLICES} slices)"},
         "dds_settings": "the method's defaults (rho, CG iterations, eta by the acquisition: pipelines/methods/dds.py "
                         "REGIMES), chosen on the tuning slab by benchmarks/dds_gpu_tuned.py",
         "cases": results,
