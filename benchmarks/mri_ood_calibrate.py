@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines.confidence import FlagThresholds
+from pipelines.confidence import calibrate
 from pipelines.data import MRIAcquisition
 from pipelines.evaluate import dataset_files
 from pipelines.metrics import psnr, ssim
@@ -65,20 +65,6 @@ PRIOR_PATH = {"engine": "onnx", "mode": "fast"}
 """A diffusion prior is calibrated on the path the service runs (``mri-adps``: the fast mode on ONNX Runtime, its
 default steps, draws and ``gamma``, the card's ``sampler_defaults``); its card records those settings (``ood.sampler``),
 and the report of a run with other settings says it is not calibrated for them."""
-
-
-def calibrate(rows: list[dict[str, Any]]) -> FlagThresholds:
-    """``MARGIN`` x the largest network residual, ``MARGIN`` x the largest disagreement of each nominal
-    acceleration group placed at the group's mean sampled acceleration, and for a diffusion method ``MARGIN`` x the
-    largest uncertainty mean."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(row["nominal"], []).append(row)
-    points = sorted((statistics.fmean(r["acceleration"] for r in g), MARGIN * max(r["disagreement"] for r in g))
-                    for g in groups.values())
-    spreads = [r["uncertainty"]["mean"] for r in rows if "uncertainty" in r]
-    return FlagThresholds(MARGIN * max(r["residual_network_max"] for r in rows), tuple(points),
-                          MARGIN * max(spreads) if spreads else None)
 
 
 def score(acq: MRIAcquisition, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -190,7 +176,7 @@ def main() -> None:
             if isinstance(source, Path):
                 rows[key]["nominal"] = source.stem.split("_")[-1]
         calibration = [r for k, r in rows.items() if k.split("/")[0] in chosen]
-        limits = calibrate(calibration)
+        limits = calibrate(calibration, MARGIN)
         for key, row in rows.items():
             row["flagged"] = bool(limits.reasons(row))
             row["l1_psnr"] = l1[key]["psnr"]

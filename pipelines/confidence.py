@@ -18,6 +18,7 @@ calibrated thresholds is reported as not calibrated, never as in distribution.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,19 +53,25 @@ def uncertainty_summary(image: np.ndarray, std: np.ndarray) -> dict[str, float]:
 @dataclass(frozen=True)
 class FlagThresholds:
     """What makes a learned image out of distribution: a network residual above ``residual``, or a disagreement
-    above the line through ``disagreement``'s ``[acceleration, limit]`` points (a classical reconstruction is worse
-    at higher accelerations, so it may disagree more with a sound network; extended linearly on both sides, never
-    below a third of the first point's limit), or, for a diffusion method, an uncertainty mean above
-    ``uncertainty``."""
+    above the polyline through ``disagreement``'s ``[acceleration, limit]`` points, sorted by acceleration (a
+    classical reconstruction is worse at higher accelerations, so it may disagree more with a sound network;
+    extended along its end segments on both sides, never below a third of the first point's limit), or, for a
+    diffusion method, an uncertainty mean above ``uncertainty``, or for a prior trained at one scale, pixels outside
+    the ``pixel_mm`` range it learned."""
 
     residual: float
     disagreement: tuple[tuple[float, float], ...]
     uncertainty: float | None = None  # diffusion methods: the largest in-distribution uncertainty mean
+    pixel_mm: tuple[float, float] | None = None  # CT prior: the pixel sizes its training slices spanned
 
     def disagreement_at(self, acceleration: float) -> float:
-        (r0, d0), (r1, d1) = self.disagreement[0], self.disagreement[-1]
+        points = self.disagreement
+        k = 0  # the segment that holds the acceleration, or the end segment beyond it
+        while k + 2 < len(points) and acceleration > points[k + 1][0]:
+            k += 1
+        (r0, d0), (r1, d1) = points[k], points[min(k + 1, len(points) - 1)]
         slope = (d1 - d0) / (r1 - r0) if r1 != r0 else 0.0
-        return max(d0 + slope * (acceleration - r0), d0 / 3)
+        return max(d0 + slope * (acceleration - r0), points[0][1] / 3)
 
     def reasons(self, report: dict[str, Any]) -> list[str]:
         out = []
@@ -80,13 +87,34 @@ class FlagThresholds:
         if self.uncertainty is not None and spread is not None and spread > self.uncertainty:
             out.append(f"its draws disagree: uncertainty mean {100 * spread:.2f}% of the image scale (in "
                        f"distribution at most {100 * self.uncertainty:.2f}%)")
+        pixel = report.get("pixel_mm")
+        if self.pixel_mm is not None and pixel is not None and not self.pixel_mm[0] <= pixel <= self.pixel_mm[1]:
+            out.append(f"its pixels ({pixel:.2f} mm) are outside the scale the prior was trained at "
+                       f"({self.pixel_mm[0]:.2f}-{self.pixel_mm[1]:.2f} mm, in distribution)")
         return out
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"residual": self.residual, "disagreement": [list(p) for p in self.disagreement]}
         if self.uncertainty is not None:
             out["uncertainty"] = self.uncertainty
+        if self.pixel_mm is not None:
+            out["pixel_mm"] = list(self.pixel_mm)
         return out
+
+
+def calibrate(rows: list[dict[str, Any]], margin: float, pixel_mm: tuple[float, float] | None = None
+              ) -> FlagThresholds:
+    """Thresholds from in-distribution reports: ``margin`` x the largest network residual (``residual_network_max``),
+    ``margin`` x the largest ``disagreement`` of each ``nominal`` group placed at the group's mean ``acceleration``,
+    and for a diffusion method ``margin`` x the largest uncertainty mean; ``pixel_mm`` as given."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["nominal"], []).append(row)
+    points = sorted((statistics.fmean(r["acceleration"] for r in g), margin * max(r["disagreement"] for r in g))
+                    for g in groups.values())
+    spreads = [r["uncertainty"]["mean"] for r in rows if "uncertainty" in r]
+    return FlagThresholds(margin * max(r["residual_network_max"] for r in rows), tuple(points),
+                          margin * max(spreads) if spreads else None, pixel_mm)
 
 
 def calibrated_sampler(card: dict[str, Any]) -> dict[str, Any]:
@@ -110,9 +138,10 @@ def thresholds_of(card: dict[str, Any], sampler: dict[str, Any] | None = None) -
     limits = ood.get("thresholds")
     if not limits or sampler_differences(card, sampler):
         return None
-    spread = limits.get("uncertainty")
+    spread, pixel = limits.get("uncertainty"), limits.get("pixel_mm")
     return FlagThresholds(float(limits["residual"]), tuple((float(r), float(d)) for r, d in limits["disagreement"]),
-                          None if spread is None else float(spread))
+                          None if spread is None else float(spread),
+                          None if pixel is None else (float(pixel[0]), float(pixel[1])))
 
 
 def baseline_image(acq: MRIAcquisition, progress: Progress | None = None) -> np.ndarray:
@@ -168,6 +197,13 @@ def consistency_report(acq: MRIAcquisition, image: np.ndarray, measured: dict[st
         report["baseline_error"] = str(err)
     if std is not None:
         report["uncertainty"] = uncertainty_summary(image, std)
+    return judged(report, card, sampler)
+
+
+def judged(report: dict[str, Any], card: dict[str, Any], sampler: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``report`` with the card's verdict: ``calibrated``, ``flagged`` and ``reasons`` (with the ``thresholds``), or
+    a ``note`` saying why no thresholds apply (never calibrated, or calibrated for other ``sampler`` settings,
+    which the report keeps)."""
     if sampler is not None:
         report["sampler"] = sampler
     limits = thresholds_of(card, sampler)

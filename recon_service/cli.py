@@ -603,7 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--noise", type=float, default=None, help="incident photon count I0 (default: noiseless)")
     ct.add_argument("--source", default="shepp-logan",
                     help="shepp-logan, ellipsoids, brain, brain-test, brain-tuning (the CT prior's held-out and "
-                         "tuning slabs: 64 slices 1 mm apart, give --slices 64), or a DICOM CT directory / NIfTI file")
+                         "tuning slabs: 64 slices 1 mm apart, give --slices 64), brain-gap-low, brain-gap-high (the "
+                         "9 slices between them and the training ranges), or a DICOM CT directory / NIfTI file")
     ct.add_argument("--size", type=int, default=128)
     ct.add_argument("--slices", type=int, default=16)
     ct.add_argument("--seed", type=int, default=0)

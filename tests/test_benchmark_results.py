@@ -12,7 +12,7 @@ from conftest import ROOT
 
 RESULTS = ("mri_brain", "ct_operators", "service_load", "unrolled_train_step", "validation_before_after",
            "mri_consistency_tune", "mri_ood_calibrate", "mri_consistency",
-           "unrolled_latency")
+           "unrolled_latency", "ct_ood_calibrate")
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -57,3 +57,10 @@ def test_unrolled_train_step_says_which_weights(tmp_path):
 def test_ood_calibration_refuses_an_unknown_calibration_set():
     done = _run("mri_ood_calibrate", "--calibration-sets", "val,test", "--models", "rim-brain-sim")
     assert done.returncode == 2 and "--calibration-sets: unknown test; choose from val, val-orientation" in done.stderr
+
+
+def test_ct_ood_calibration_refuses_an_unknown_calibration_slab():
+    done = _run("ct_ood_calibrate", "--calibration-slabs", "brain-tuning,brain-test")
+    assert done.returncode == 2
+    assert ("--calibration-slabs: unknown brain-test; choose from brain-tuning, brain-gap-low, brain-gap-high"
+            in done.stderr)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.simulate.ct import PRIOR_SLABS
 from pipelines.simulate.prior_slices import (
     TEST_SLAB_Z_MM,
     TRAIN_Z_MM,
@@ -43,6 +44,10 @@ def test_slabs_are_where_the_docs_say():
     for a, b in TRAIN_Z_MM:
         assert b <= lo - 10 or a >= hi + 10  # 10 mm between every training centre and the test slab
     assert all(a <= TUNING_SLAB_Z_MM[0] and TUNING_SLAB_Z_MM[1] <= b for a, b in TRAIN_Z_MM[:1])
+    # the flag's calibration slabs: in the gaps, outside the test slab and every training range
+    (low_lo, low_hi), (high_lo, high_hi) = PRIOR_SLABS["brain-gap-low"], PRIOR_SLABS["brain-gap-high"]
+    assert TRAIN_Z_MM[0][1] < low_lo and low_hi < lo and hi < high_lo and high_hi < TRAIN_Z_MM[1][0]
+    assert len(slab_heights((low_lo, low_hi))) == len(slab_heights((high_lo, high_hi))) == 9
 
 
 def test_no_training_point_inside_the_head_reaches_the_test_slab():

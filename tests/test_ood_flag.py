@@ -98,6 +98,9 @@ def test_report_and_flag_follow_the_thresholds():
     limits = FlagThresholds(1.2, ((4.0, 0.1), (8.0, 0.2)))
     assert limits.disagreement_at(6.0) == pytest.approx(0.15) and limits.disagreement_at(2.0) == pytest.approx(0.05)
     assert limits.disagreement_at(1.0) == pytest.approx(0.1 / 3)  # never below a third of the first limit
+    polyline = FlagThresholds(1.2, ((4.0, 0.1), (8.0, 0.3), (16.0, 0.2)))  # CT: one point per acquisition kind
+    assert [polyline.disagreement_at(r) for r in (6.0, 8.0, 12.0, 20.0, 2.0)] == pytest.approx(
+        [0.2, 0.3, 0.25, 0.15, 0.1 / 3])  # beyond the ends along the end segments, floored as above
     assert limits.reasons({"residual_network_max": 1.1, "disagreement": 0.12, "acceleration": 6.0}) == []
     assert len(limits.reasons({"residual_network_max": 1.1, "disagreement": 0.12, "acceleration": 4.0})) == 1
 

@@ -33,15 +33,17 @@ from models.diffusion.dds import dds_posterior, dds_sample
 from models.diffusion.network import DEFAULT_PRIOR_CONFIG, size_multiple
 from models.diffusion.schedule import VPSchedule
 from models.physics.ct.projector import CTProjector
+from pipelines.confidence_ct import ct_consistency_report
 from pipelines.ct_units import MU_WATER
 from pipelines.data import CTAcquisition, ImageVolume, InputError
 from pipelines.methods._ct import CTParams, ct_inputs, ct_volume
 from pipelines.methods._learned import DEFAULT_PROVIDERS, ZooModelParams
-from pipelines.reconstructors import LearnedModel, Method, Progress, register
+from pipelines.reconstructors import LearnedModel, Method, Progress, in_stages, register
 
 LIMITED_ARC_DEG = 170.0
 FEW_VIEWS = 4
 LAM_OVER_RHO = {"sparse": 0.004, "limited": 0.04}
+SAMPLER_KEYS = ("mode", "steps", "samples", "output", "cg_iterations", "lam", "rho", "eta")
 REGIMES = {"standard": {"rho": 0.01, "cg_iterations": 5, "eta": 0.85},
            "few views": {"rho": 0.03, "cg_iterations": 2, "eta": 1.0}}
 
@@ -122,8 +124,10 @@ def run(acq: CTAcquisition, params: DDSParams, progress: Progress | None = None)
     eta = params.eta if params.eta is not None or params.mode == "mbir" else REGIMES[regime]["eta"]
     lam = params.lam if params.lam is not None else LAM_OVER_RHO["limited" if limited else "sparse"] * chosen_rho
     schedule = VPSchedule(**card.get("schedule", {}))
+    # the report's baseline is one unit: it costs about one or two sampler steps
+    sampling, checking = in_stages(progress, [params.steps * params.samples, 1])
     settings = dict(steps=params.steps, cg_iters=cg_iterations, lam=lam * norm2, rho=chosen_rho * norm2,
-                    eta=eta, mode=params.mode, max_batch=params.max_batch, progress=progress,
+                    eta=eta, mode=params.mode, max_batch=params.max_batch, progress=sampling,
                     last_consistency=params.output == "consistent")
     std = None
     with torch.no_grad():
@@ -147,7 +151,16 @@ def run(acq: CTAcquisition, params: DDSParams, progress: Progress | None = None)
     volume.attrs.update({"model_id": model_id, "weights_sha256": card["sha256"], "engine": engine})
     if std is not None:
         volume.uncertainty = (mu_w * std).cpu().numpy().astype(np.float32)
+    baseline_done = None if checking is None else lambda done, total: checking(1, 1) if done == total else None
+    volume.attrs["consistency_report"] = ct_consistency_report(acq, volume.data, geom, card, volume.uncertainty,
+                                                               baseline_done, sampler_record(params))
     return volume
+
+
+def sampler_record(params: DDSParams) -> dict[str, Any]:
+    """The settings a DDS volume's consistency report holds for (``pipelines.confidence.judged``): those that
+    shape the image, as given (null: chosen by the acquisition, ``REGIMES``)."""
+    return {key: getattr(params, key) for key in SAMPLER_KEYS}
 
 
 METHOD = register(Method("dds", "ct", "Decomposed Diffusion Sampler: a 2D diffusion prior on axial slices joined "

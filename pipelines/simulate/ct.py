@@ -18,7 +18,9 @@ Sources:
   contiguous slices centred at z = -10, +15 and +40 mm MNI.
   Shepp-Logan slabs are centred at normalised z = -0.25 (its small features), ellipsoids at 0.
 - ``brain-test`` / ``brain-tuning``: the CT diffusion prior's held-out test slab (MNI z 10..73 mm) and its tuning
-  slab (z -63..0 mm), 64 axial slices 1 mm apart (the central ``slices`` of them), 1 volume each.
+  slab (z -63..0 mm), 64 axial slices 1 mm apart (the central ``slices`` of them), 1 volume each;
+  ``brain-gap-low`` / ``brain-gap-high``: the 9 slices (z 1..9 and 74..82 mm) between the test slab and the
+  prior's training ranges, which the test slab does not hold and no training slice is centred in.
 - a path: a DICOM CT series (directory or file) or a NIfTI CT volume in HU; in-plane resampled to ``size`` over
   the larger in-plane extent, the central ``slices`` slices (1 volume).
 
@@ -58,8 +60,12 @@ PHANTOM_FOV_MM = 256.0
 BRAIN_FOV_MM = 256.0
 BRAIN_SLAB_CENTRES_MM = (-10.0, 15.0, 40.0)
 NUM_ELLIPSOID_VOLUMES = 3
-# the CT prior's held-out test slab and its tuning slab (pipelines.simulate.prior_slices): 64 slices 1 mm apart
-PRIOR_SLABS = {"brain-test": (10.0, 73.0), "brain-tuning": (-63.0, 0.0)}
+# the CT prior's held-out test slab and its tuning slab (pipelines.simulate.prior_slices): 64 slices 1 mm apart;
+# the two gaps between the test slab and the training ranges (-72..0, 83..95), 9 slices each, which the test slab
+# does not hold and no training slice is centred in: the out-of-distribution flag's calibration slabs, with the
+# tuning slab
+PRIOR_SLABS = {"brain-test": (10.0, 73.0), "brain-tuning": (-63.0, 0.0), "brain-gap-low": (1.0, 9.0),
+               "brain-gap-high": (74.0, 82.0)}
 
 Progress = Callable[[int, int], None]
 
