@@ -15,8 +15,9 @@ The checks of the MRI report (``pipelines.confidence``), on the CT operator:
 
 The report's ``acceleration`` is the angular undersampling: the views a scan over 180 degrees at the detector's
 Nyquist rate takes (``pi / 2`` x detectors), over the views measured, times ``180 / arc`` for a shorter arc. The
-thresholds (``pipelines.confidence.FlagThresholds``) are calibrated on the prior's tuning slab by
-``benchmarks/ct_ood_calibrate.py`` and kept in the prior's card for the sampler settings they were calibrated with.
+thresholds (``pipelines.confidence.FlagThresholds``) are calibrated on the prior's tuning slab and the untrained gap
+below its test slab by ``benchmarks/ct_ood_calibrate.py`` and kept in the prior's card for the sampler settings
+they were calibrated with.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def angular_undersampling(geom: Geometry) -> float:
     """``(pi / 2 x detectors / views) x (180 degrees / arc)``, the arc (at most 180 degrees) being the angles' span
     plus one step."""
     angles = np.asarray(geom.angles_array(), dtype=np.float64)
-    step = float(np.median(np.abs(np.diff(angles)))) if angles.size > 1 else math.pi / max(angles.size, 1)
-    arc = min(float(np.ptp(angles)) + step, math.pi) if angles.size > 1 else math.pi
+    arc = math.pi
+    if angles.size > 1:
+        arc = min(float(np.ptp(angles)) + float(np.median(np.abs(np.diff(angles)))), math.pi)
     return (math.pi / 2 * geom.num_detectors / angles.size) * (math.pi / arc)
 
 

@@ -62,8 +62,8 @@ BRAIN_SLAB_CENTRES_MM = (-10.0, 15.0, 40.0)
 NUM_ELLIPSOID_VOLUMES = 3
 # the CT prior's held-out test slab and its tuning slab (pipelines.simulate.prior_slices): 64 slices 1 mm apart;
 # the two gaps between the test slab and the training ranges (-72..0, 83..95), 9 slices each, which the test slab
-# does not hold and no training slice is centred in: the out-of-distribution flag's calibration slabs, with the
-# tuning slab
+# does not hold and no training slice is centred in (benchmarks/ct_ood_calibrate.py calibrates DDS's flag on the
+# tuning slab and the lower gap, and scores the upper one)
 PRIOR_SLABS = {"brain-test": (10.0, 73.0), "brain-tuning": (-63.0, 0.0), "brain-gap-low": (1.0, 9.0),
                "brain-gap-high": (74.0, 82.0)}
 
