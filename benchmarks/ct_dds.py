@@ -79,6 +79,18 @@ def acquisition(source: str, case: dict, slices: int, i0: float | None, seed: in
     return read_sinogram(sorted(out.glob("*.h5"))[0])
 
 
+def real_ct_slice(scratch: Path, i0: float) -> CTAcquisition:
+    """pydicom's one real CT slice (``CT_small.dcm``, 128 x 128 at 0.66 mm) at 8 views, noise seed 3 (cached
+    under ``scratch``)."""
+    from pydicom.data import get_testdata_file
+
+    out = scratch / "dicom-ct-small"
+    if not (out / "CT_small.h5").exists():
+        simulate_ct_dataset(out, views=8, source=get_testdata_file("CT_small.dcm"), size=128, slices=1, noise_i0=i0,
+                            seed=3)
+    return read_sinogram(out / "CT_small.h5")
+
+
 EXTRA_ROWS = {"8 views": (("dds (100 steps)", "dds", {"engine": "onnx", "steps": 100}),)}
 """Beside the defaults: DDS at twice the paper's steps, to show what more steps buy (not a tuned setting)."""
 
@@ -244,14 +256,8 @@ def main() -> None:
 
     dicom = earlier.get("dicom_out_of_distribution")
     if all_cases[0] in chosen and results:  # out of distribution: a real CT slice, settings of 8 views
-        from pydicom.data import get_testdata_file
-
         first = results[0]
-        src = get_testdata_file("CT_small.dcm")
-        acq_dir = scratch / "dicom-ct-small"
-        if not (acq_dir / "CT_small.h5").exists():
-            simulate_ct_dataset(acq_dir, views=8, source=src, size=128, slices=1, noise_i0=args.i0, seed=3)
-        acq = read_sinogram(acq_dir / "CT_small.h5")
+        acq = real_ct_slice(scratch, args.i0)
 
         earlier_dicom = (earlier.get("dicom_out_of_distribution") or {}).get("rows", {})
 

@@ -42,15 +42,12 @@ from typing import Any
 
 import torch
 
-from benchmarks.ct_dds import PHANTOM_SLICES, SERIES, acquisition, axial, cached, log, slug
+from benchmarks.ct_dds import PHANTOM_SLICES, SERIES, acquisition, axial, cached, log, real_ct_slice, slug
 from benchmarks.ct_lung_series import lung_series
 from pipelines.confidence import calibrate
 from pipelines.confidence_ct import training_pixel_range
 from pipelines.data import CTAcquisition
-from pipelines.io.sinogram import read_sinogram
-from pipelines.methods._ct import acquisition_geometry
 from pipelines.pipeline import reconstruct
-from pipelines.simulate.ct import simulate_ct_dataset
 from pipelines.zoo import ZOO_DIR
 
 MODEL_ID = "ct-prior-brain-sim"
@@ -93,16 +90,6 @@ def score(acq: CTAcquisition) -> dict[str, Any]:
     return row
 
 
-def ct_slice(scratch: Path) -> CTAcquisition:
-    from pydicom.data import get_testdata_file
-
-    out = scratch / "ct-small"
-    if not (out / "CT_small.h5").exists():
-        simulate_ct_dataset(out, views=8, source=get_testdata_file("CT_small.dcm"), size=128, slices=1,
-                            noise_i0=I0, seed=3)
-    return read_sinogram(out / "CT_small.h5")
-
-
 def inputs(scratch: Path, series_data: str) -> dict[str, tuple[str, Any]]:
     """``{key: (set, acquisition maker)}`` for every volume scored."""
     out: dict[str, tuple[str, Any]] = {}
@@ -120,7 +107,7 @@ def inputs(scratch: Path, series_data: str) -> dict[str, tuple[str, Any]]:
         "unfamiliar", lambda: acquisition("ellipsoids", eight, PHANTOM_SLICES, None, 21, scratch))
     out["unfamiliar/shepp-logan/8v-i01e+05"] = (
         "unfamiliar", lambda: acquisition("shepp-logan", {**eight, "i0": I0}, SLICES, I0, 5, scratch))
-    out["unfamiliar/pydicom-CT_small/8v-i01e+05"] = ("unfamiliar", lambda: ct_slice(scratch))
+    out["unfamiliar/pydicom-CT_small/8v-i01e+05"] = ("unfamiliar", lambda: real_ct_slice(scratch, I0))
     return out
 
 
@@ -147,8 +134,6 @@ def main() -> None:
     for key, (group, make) in inputs(scratch, args.series_data).items():
         rows[key] = cached(scratch / "rows" / card["sha256"][:12] / f"{slug(key)}.json", lambda m=make: score(m()))
         rows[key]["set"] = group
-        if "pixel_mm" not in rows[key]:  # rows scored before the report held it: the acquisition's pixel size
-            rows[key]["pixel_mm"] = float(acquisition_geometry(make()).pixel_size)
         if group != "unfamiliar":
             rows[key]["nominal"] = nominal(cases[key.rsplit("/", 1)[1]])
         log(f"{key}: DDS {rows[key]['psnr']:.2f} dB, ADMM-TV {rows[key]['admm_psnr']:.2f} dB, disagreement "

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.ct_dds import acquisition, axial
+from benchmarks.ct_ood_calibrate import nominal
 from pipelines.data import CTAcquisition
 from pipelines.pipeline import reconstruct
 
@@ -44,7 +45,7 @@ def main() -> None:
             acq = chunk(full, k)
             dds = reconstruct(acq, "dds", {"engine": "onnx"}).volume
             report = dds.attrs["consistency_report"]
-            key = f"{case['views']} views" + (f" over {case['arc']:g} degrees" if case["arc"] else "") + f", chunk {k}"
+            key = f"{nominal(case)}, chunk {k}"
             rows[key] = {"z_mm": [10.0 + k * CHUNK, 10.0 + (k + 1) * CHUNK - 1], "flagged": report["flagged"],
                          "reasons": report["reasons"], "psnr": axial(acq, dds.data)[0],
                          "admm_psnr": axial(acq, reconstruct(acq, "admm-tv", None).volume.data)[0],
