@@ -15,9 +15,9 @@ The checks of the MRI report (``pipelines.confidence``), on the CT operator:
 
 The report's ``acceleration`` is the angular undersampling: the views a scan over 180 degrees at the detector's
 Nyquist rate takes (``pi / 2`` x detectors), over the views measured, times ``180 / arc`` for a shorter arc. The
-thresholds (``pipelines.confidence.FlagThresholds``) are calibrated on the prior's tuning slab and the untrained gap
-below its test slab by ``benchmarks/ct_ood_calibrate.py`` and kept in the prior's card for the sampler settings
-they were calibrated with.
+thresholds (``pipelines.confidence.FlagThresholds``) are calibrated on the prior's tuning slab and the untrained gaps
+below and above its test slab by ``benchmarks/ct_ood_calibrate.py`` and kept in the prior's card for the sampler
+settings they were calibrated with.
 """
 
 from __future__ import annotations

@@ -218,6 +218,25 @@ def test_the_shipped_prior_is_calibrated_for_its_defaults():
     assert limits.residual > 1 and limits.pixel_mm == pytest.approx(training_pixel_range(card))
     rates = card["ood"]["false_flag_rate"]
     assert rates["held-out"] < 0.05 and rates["held-out volumes"] >= 11
+    assert rates["whole test slab"] < 0.05 and rates["whole test slab volumes"] >= 32
+
+
+def test_the_whole_slab_figures_were_judged_by_the_shipped_thresholds():
+    """benchmarks/ct_ood_heldout_slab.py's results (the card's whole-slab rate) come from the card's own thresholds
+    and weights, so a recalibration that was not scored again on the slab fails here."""
+    import json
+    from pathlib import Path
+
+    from pipelines.confidence import thresholds_of
+    from pipelines.zoo import load_card
+
+    card = load_card("ct-prior-brain-sim")
+    result = json.loads((Path(__file__).parents[1] / "benchmarks/results/ct_ood_heldout_slab.json").read_text())
+    limits = thresholds_of(card, card["ood"]["sampler"])
+    assert result["sha256"] == card["sha256"] and result["thresholds"] == limits.to_dict()
+    assert [bool(limits.reasons(r)) for r in result["rows"].values()] == [r["flagged"] for r in result["rows"].values()]
+    assert result["flag_rate"] == card["ood"]["false_flag_rate"]["whole test slab"]
+    assert result["volumes"] == len(result["rows"]) == 32
 
 
 @pytest.fixture(scope="module")
