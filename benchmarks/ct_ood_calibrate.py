@@ -86,7 +86,8 @@ def score(acq: CTAcquisition) -> dict[str, Any]:
     p, s = axial(acq, dds.data)
     bp, bs = axial(acq, baseline.data)
     row = {"psnr": p, "ssim": s, "admm_psnr": bp, "admm_ssim": bs, "sampler": report["sampler"]}
-    for key in ("residual_network", "residual_network_max", "disagreement", "baseline", "acceleration", "pixel_mm"):
+    for key in ("residual_network", "residual_network_max", "residual_unjudged", "disagreement", "baseline",
+                "acceleration", "pixel_mm"):
         if key in report:
             row[key] = report[key]
     return row

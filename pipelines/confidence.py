@@ -52,12 +52,13 @@ def uncertainty_summary(image: np.ndarray, std: np.ndarray) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class FlagThresholds:
-    """What makes a learned image out of distribution: a network residual above ``residual``, or a disagreement
-    above the polyline through ``disagreement``'s ``[acceleration, limit]`` points, sorted by acceleration (a
-    classical reconstruction is worse at higher accelerations, so it may disagree more with a sound network;
-    extended along its end segments on both sides, never below a third of the first point's limit), or, for a
-    diffusion method, an uncertainty mean above ``uncertainty``, or for a prior trained at one scale, pixels outside
-    the ``pixel_mm`` range it learned."""
+    """What makes a learned image out of distribution: a network residual above ``residual`` (or no residual, where
+    the report says why it could not judge the fit to the data, ``residual_unjudged``), or a disagreement above the
+    polyline through ``disagreement``'s ``[acceleration, limit]`` points, sorted by acceleration (a classical
+    reconstruction is worse at higher accelerations, so it may disagree more with a sound network; extended along
+    its end segments on both sides, never below a third of the first point's limit), or, for a diffusion method, an
+    uncertainty mean above ``uncertainty``, or for a prior trained at one scale, pixels outside the ``pixel_mm``
+    range it learned."""
 
     residual: float
     disagreement: tuple[tuple[float, float], ...]
@@ -79,6 +80,8 @@ class FlagThresholds:
         if rho is not None and rho > self.residual:
             out.append(f"the network image contradicts its own data: residual {rho:.2f} x the noise level "
                        f"(in distribution at most {self.residual:.2f})")
+        elif rho is None and report.get("residual_unjudged"):  # the report could not make its check on the data
+            out.append(report["residual_unjudged"])
         d, acceleration = report.get("disagreement"), report.get("acceleration")
         if d is not None and acceleration is not None and d > (limit := self.disagreement_at(acceleration)):
             out.append(f"it disagrees with the classical {report.get('baseline', BASELINE)} reconstruction by "
@@ -227,6 +230,8 @@ def consistency_summary(report: dict[str, Any]) -> str:
     if "residual_network" in report:
         parts.append(f"data residual {report['residual_network']:.2f} x noise (expected "
                      f"{report['expected_residual']:.0f})")
+    elif "residual_unjudged" in report:
+        parts.append("no data residual (the data have no measurable noise)")
     if "residual" in report:
         parts.append(f"after the consistency step ({report['mode']}) {report['residual']:.2f}")
     if report.get("disagreement") is not None:

@@ -67,13 +67,17 @@ def noise_s0(acq: CTAcquisition) -> tuple[float, str]:
 
 
 def data_residuals(acq: CTAcquisition, mu: np.ndarray, geom: Geometry) -> dict[str, Any]:
-    """Per-slice normalised residuals of the volume ``mu`` (module docstring): median and largest. Empty when the
-    sinogram holds no measurable noise (a noise-free simulation)."""
+    """Per-slice normalised residuals of the volume ``mu`` (module docstring): median and largest. When the
+    sinogram holds no measurable noise (a noise-free simulation) there is nothing to normalise by, and
+    ``residual_unjudged`` says so instead: a calibrated flag counts a fit it cannot judge as a reason
+    (``pipelines.confidence.FlagThresholds``)."""
     from models.physics.ct.projector import CTProjector
 
     s0, source = noise_s0(acq)
     if not s0 > 0:
-        return {}
+        return {"noise": {"s0": 0.0, "source": source},
+                "residual_unjudged": f"its fit to the data cannot be judged: the noise level from the {source} is "
+                                     "zero, and every real scan has noise"}
     y = torch.from_numpy(np.ascontiguousarray(acq.sinogram, dtype=np.float32))
     with torch.no_grad():
         predicted = CTProjector(geom).forward(torch.from_numpy(np.ascontiguousarray(mu, dtype=np.float32)))

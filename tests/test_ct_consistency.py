@@ -12,6 +12,7 @@ import torch
 
 from models.physics.ct.geometry import parallel_beam
 from models.physics.ct.projector import CTProjector
+from pipelines.confidence import consistency_summary
 from pipelines.confidence_ct import angular_undersampling, ct_consistency_report, data_residuals
 from pipelines.ct_units import MU_WATER
 from pipelines.data import CTAcquisition
@@ -56,8 +57,10 @@ def test_residual_is_one_for_the_truth_and_grows_with_a_wrong_volume():
     from_data = data_residuals(unstated, acq.reference, geom)
     assert from_data["noise"]["source"] == "sinogram detail (MAD)"
     assert from_data["residual_network"] == pytest.approx(truth["residual_network"], rel=0.15)
-    # noise-free data with air around the object: no noise level, so no residual figure
-    assert data_residuals(_acquisition(90, None), acq.reference, geom) == {}
+    # noise-free data with air around the object: no noise level, so no residual figure, and the report says why
+    noise_free = data_residuals(_acquisition(90, None), acq.reference, geom)
+    assert "residual_network" not in noise_free and noise_free["noise"]["s0"] == 0.0
+    assert "the noise level from the sinogram detail (MAD) is zero" in noise_free["residual_unjudged"]
 
 
 @pytest.mark.parametrize("views, arc, expected", [
@@ -97,6 +100,13 @@ def test_verdict_follows_the_thresholds_for_the_calibrated_sampler():
     other = ct_consistency_report(acq, 0.5 * baseline, geom, _card(5.0, 0.05), sampler={**SAMPLER, "steps": 10})
     assert not other["calibrated"] and not other["flagged"]
     assert "calibrated for other sampler settings (steps=50, not 10)" in other["note"]
+    # a fit that cannot be judged is a reason to look, though the image agrees with ADMM-TV
+    noise_free = _acquisition(16, None)
+    unjudged = ct_consistency_report(noise_free, reconstruct(noise_free, "admm-tv").volume.data, geom,
+                                     _card(5.0, 0.05), sampler=SAMPLER)
+    assert unjudged["disagreement"] < 1e-6 and unjudged["flagged"]
+    assert unjudged["reasons"] == [unjudged["residual_unjudged"]]
+    assert "no data residual (the data have no measurable noise)" in consistency_summary(unjudged)
     never = ct_consistency_report(acq, baseline, geom, {}, sampler=SAMPLER)
     assert not never["calibrated"]
     assert never["note"] == "no out-of-distribution thresholds are calibrated for this model"
