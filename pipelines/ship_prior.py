@@ -168,11 +168,14 @@ def ship_prior_run(run: Path, model_id: str, zoo: Path = ZOO_DIR, progress: Prog
 
     run, zoo = Path(run), Path(zoo)
     config, cfg, rows = read_prior_run(run, "ct-prior", CTPriorConfig)
-    note = data_note or (DATA_NOTE if cfg.data == "brain" else f"user volumes: {cfg.data}")
+    brain = cfg.data == "brain"
+    note = data_note or (DATA_NOTE if brain else f"user volumes: {cfg.data}")
+    # the slices train_prior validates on: the brain's tuning slab, or the user's first volume (trained on too)
+    where = ("the brain's tuning slab, inside the training range" if brain else
+             "the first training volume's own slices, which it also trains on")
     training = prior_training(run, config, cfg, rows, note,
                               "mean ||eps_hat - eps||^2 at t = 20, 100, 300, 600, 900 on fixed unaugmented slices "
-                              "(the brain's tuning slab, inside the training range); 1.0 untrained",
-                              training_command(run, config), zoo)
+                              f"({where}); 1.0 untrained", training_command(run, config), zoo)
     network_config = {**DEFAULT_PRIOR_CONFIG, **config.get("network", {})}
     with staged_model(model_id, "ct-prior", network_config, run / "model.pt", {"training": training},
                       zoo) as (staging, network, card):

@@ -137,6 +137,13 @@ def test_trains_on_user_nifti_volumes(tmp_path):
     train_prior(tiny(steps=2, data=[str(data)]), tmp_path / "run")
     val = [json.loads(line) for line in (tmp_path / "run" / "val.jsonl").read_text().splitlines()]
     assert len(val) == 2 and all(np.isfinite(v["val_loss"]) for v in val)
+    # shipped, its card says what it trained and validated on: the user's volumes, not the brain
+    from pipelines.ship_prior import ship_prior_run
+
+    training = json.loads(ship_prior_run(tmp_path / "run", "user-prior", tmp_path / "zoo").read_text())["training"]
+    assert training["data"] == f"user volumes: {[str(data)]}"
+    assert "the first training volume's own slices" in training["validation_note"]
+    assert "brain" not in training["validation_note"]
 
 
 def _recon(*args: str) -> subprocess.CompletedProcess:
@@ -213,6 +220,7 @@ def test_shipped_prior_has_checked_engine_and_a_continued_run_keeps_its_history(
     train_prior(tiny(steps=4, lr=1e-3, warmup_steps=1), tmp_path / "first")
     first = json.loads(ship_prior_run(tmp_path / "first", "tiny-prior", zoo).read_text())
     assert first["kind"] == "ct-prior" and "continued_from" not in first["training"]
+    assert "the brain's tuning slab" in first["training"]["validation_note"]
     assert first["engines"]["model.onnx"]["parity_psnr_db_vs_torch"] >= 80
     dn = first["metrics"]["denoising"]["test_slab"]["t=50"]
     assert np.isfinite(dn["denoised_psnr"]) and np.isfinite(dn["noisy_psnr"])
