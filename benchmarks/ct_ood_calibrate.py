@@ -56,9 +56,9 @@ DEFAULT_CALIBRATION = ("brain-tuning", "brain-gap-low", "brain-gap-high")
 """The slabs the shipped thresholds come from: every validation slab, as for the MRI networks. Calibrated without
 ``brain-gap-high``, the top of the head, the thresholds flagged 3 of its 11 volumes when it was left out, and 4 of
 the held-out test slab's 32 eight-slice volumes, all at its top (``results/ct_ood_calibrate_two_slabs.json``,
-``results/ct_ood_heldout_slab_two_slabs.json``): DDS fits its data worst at the top of the head, where the prior
-saw the fewest slices. With it, the residual limit is about twice as high and the flag's weight moves to the
-disagreement and the pixel size."""
+``results/ct_ood_heldout_slab_two_slabs.json``): DDS fits its data worst at the top of the head, at 2 to 4 views.
+With it, the residual limit is about twice as high and the flag's weight moves to the disagreement and the pixel
+size."""
 MARGIN = 1.1
 SLICES = 8
 I0 = 1e5
