@@ -6,9 +6,10 @@
 retraining path a user has (``recon train ct-prior --data DIR --init ct-prior-brain-sim``, then ``recon zoo ship``)
 buys: the prior ``--model-id``, fine-tuned on the tuning patient's series only (``lung1``; its card holds the
 command), runs DDS at its defaults (ONNX engine) on the test patient's 61 slices (``lung2``) at ``ct_dds.py``'s four
-chest cases, on the same acquisitions (``ct_dds.case_acquisitions``, cached under ``--scratch``). The rows of
-tuned FBP, ADMM-TV and the brain prior's DDS on those acquisitions are read from ``--ct-dds`` (results/ct_dds.json)
-and written beside the new ones, with that file named. Results: results/ct_dds_chest_prior.json.
+chest cases, on the same acquisitions (``ct_dds.case_acquisitions``; they and the DDS rows are cached under
+``--scratch``). The rows of tuned FBP, ADMM-TV (default and tuned) and the brain prior's DDS on those acquisitions
+are read from ``--ct-dds`` (results/ct_dds.json) and written beside the new ones, with that file named. Results:
+results/ct_dds_chest_prior.json.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.ct_dds import SERIES, SERIES_TEST_SLICES, case_acquisitions, cases, log, plane_scores, run
+from benchmarks.ct_dds import SERIES, SERIES_TEST_SLICES, cached, case_acquisitions, cases, log, plane_scores, run, slug
 from pipelines.zoo import ZOO_DIR
 
-COMPARED = ("fbp (tuned filter)", "admm-tv (tuned lam)", "dds (defaults)")
+COMPARED = ("fbp (tuned filter)", "admm-tv (default)", "admm-tv (tuned lam)", "dds (defaults)")
 
 
 def main() -> None:
@@ -47,9 +48,14 @@ def main() -> None:
         _, test = case_acquisitions(case, setting, Path(args.scratch))
         assert test.reference.shape[0] == SERIES_TEST_SLICES
         params = {"engine": "onnx", "model_id": args.model_id}
-        x, seconds, chosen = run(test, "dds", params)
-        row = {"params": params, "seconds": round(seconds, 2), **plane_scores(test.reference, x),
-               "chosen": {k: chosen[k] for k in ("regime", "rho", "lam", "cg_iterations", "eta")}}
+
+        def score(test=test, params=params) -> dict:
+            x, seconds, chosen = run(test, "dds", params)
+            return {"params": params, "seconds": round(seconds, 2), **plane_scores(test.reference, x),
+                    "chosen": {k: chosen[k] for k in ("regime", "rho", "lam", "cg_iterations", "eta")}}
+
+        row = cached(Path(args.scratch) / f"score-{slug(case['name'])}-{args.model_id}-{card['sha256'][:12]}.json",
+                     score)
         log(f"{case['name']}: {row}")
         rows = {f"dds (defaults, {args.model_id})": row,
                 **{f"{label}, from {args.ct_dds}": stored[case["name"]]["rows"][label] for label in COMPARED}}

@@ -12,7 +12,7 @@ from conftest import ROOT
 
 RESULTS = ("mri_brain", "ct_operators", "service_load", "unrolled_train_step", "validation_before_after",
            "mri_consistency_tune", "mri_ood_calibrate", "mri_consistency",
-           "unrolled_latency", "ct_ood_calibrate", "ct_ood_heldout_slab")
+           "unrolled_latency", "ct_ood_calibrate", "ct_ood_heldout_slab", "ct_dds_chest_prior")
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
