@@ -145,6 +145,15 @@ def run(acq: CTAcquisition, method: str, params: dict, progress=None) -> tuple[n
     return volume.data, time.perf_counter() - t0, volume.attrs.get("chosen", {})
 
 
+def scored_row(test: CTAcquisition, method: str, params: dict) -> dict:
+    """A table row: the method's seconds and plane scores on ``test``, and for DDS the settings it chose."""
+    x, sec, chosen = run(test, method, params)
+    row = {"params": params, "seconds": round(sec, 2), **plane_scores(test.reference, x)}
+    if method == "dds":
+        row["chosen"] = {k: chosen[k] for k in ("regime", "rho", "lam", "cg_iterations", "eta")}
+    return row
+
+
 def slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label).strip("-")
 
@@ -244,10 +253,7 @@ def main() -> None:
                 continue
 
             def score(test=test, method=method, params=params, label=label, case=case) -> dict:
-                x, sec, chosen = run(test, method, params)
-                row = {"params": params, "seconds": round(sec, 2), **plane_scores(test.reference, x)}
-                if method == "dds":
-                    row["chosen"] = {k: chosen[k] for k in ("regime", "rho", "lam", "cg_iterations", "eta")}
+                row = scored_row(test, method, params)
                 log(f"{case['name']} {label}: {row}")
                 return row
 

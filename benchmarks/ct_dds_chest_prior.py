@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.ct_dds import SERIES, SERIES_TEST_SLICES, cached, case_acquisitions, cases, log, plane_scores, run, slug
+from benchmarks.ct_dds import SERIES, SERIES_TEST_SLICES, cached, case_acquisitions, log, scored_row, slug
 from pipelines.zoo import ZOO_DIR
 
 COMPARED = ("fbp (tuned filter)", "admm-tv (default)", "admm-tv (tuned lam)", "dds (defaults)")
@@ -40,25 +40,19 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     card = json.loads((ZOO_DIR / args.model_id / "card.json").read_text())
     earlier = json.loads(Path(args.ct_dds).read_text())
-    stored = {c["case"]["name"]: c for c in earlier["cases"]}
     # the acquisitions ct_dds.py scored (its defaults: I0, tuning slices)
     setting = argparse.Namespace(series_data=args.series_data, tune_slices=8, i0=earlier["data"]["i0"])
+    params = {"engine": "onnx", "model_id": args.model_id}
     results = []
-    for case in [c for c in cases(60) if c.get("series")]:
+    for stored in [c for c in earlier["cases"] if c["case"].get("series")]:
+        case = stored["case"]
         _, test = case_acquisitions(case, setting, Path(args.scratch))
         assert test.reference.shape[0] == SERIES_TEST_SLICES
-        params = {"engine": "onnx", "model_id": args.model_id}
-
-        def score(test=test, params=params) -> dict:
-            x, seconds, chosen = run(test, "dds", params)
-            return {"params": params, "seconds": round(seconds, 2), **plane_scores(test.reference, x),
-                    "chosen": {k: chosen[k] for k in ("regime", "rho", "lam", "cg_iterations", "eta")}}
-
         row = cached(Path(args.scratch) / f"score-{slug(case['name'])}-{args.model_id}-{card['sha256'][:12]}.json",
-                     score)
+                     lambda test=test: scored_row(test, "dds", params))
         log(f"{case['name']}: {row}")
         rows = {f"dds (defaults, {args.model_id})": row,
-                **{f"{label}, from {args.ct_dds}": stored[case["name"]]["rows"][label] for label in COMPARED}}
+                **{f"{label}, from {args.ct_dds}": stored["rows"][label] for label in COMPARED}}
         results.append({"case": case, "rows": rows})
     out = {"benchmark": "ct_dds_chest_prior",
            "command": "OMP_NUM_THREADS=2 PYTHONPATH=. python " + " ".join(shlex.quote(a) for a in sys.argv),

@@ -154,9 +154,9 @@ def main() -> None:
 
     limits = thresholds_from(chosen)
     # each calibration slab judged by the thresholds of the others: a false-flag rate from validation data alone
-    cross = {name: statistics.fmean(float(bool(thresholds_from([c for c in chosen if c != name]).reasons(r)))
-                                    for k, r in rows.items() if slab(k) == name)
-             for name in chosen if len(chosen) > 1}
+    others = {name: thresholds_from([c for c in chosen if c != name]) for name in chosen if len(chosen) > 1}
+    cross = {name: statistics.fmean(float(bool(theirs.reasons(r))) for k, r in rows.items() if slab(k) == name)
+             for name, theirs in others.items()}
     for row in rows.values():
         row["flagged"] = bool(limits.reasons(row))
     held_out = [r["flagged"] for r in rows.values() if r["set"] == "held-out"]
