@@ -38,7 +38,10 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/ct_dds_chest_prior.json")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    card = json.loads((ZOO_DIR / args.model_id / "card.json").read_text())
+    card_path = ZOO_DIR / args.model_id / "card.json"
+    if not card_path.is_file():
+        ap.error(f"--model-id: no {card_path}; ship the run first (recon zoo ship RUN --id {args.model_id})")
+    card = json.loads(card_path.read_text())
     earlier = json.loads(Path(args.ct_dds).read_text())
     # the acquisitions ct_dds.py scored (its defaults: I0, tuning slices)
     setting = argparse.Namespace(series_data=args.series_data, tune_slices=8, i0=earlier["data"]["i0"])
