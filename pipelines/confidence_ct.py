@@ -97,15 +97,16 @@ def baseline_volume(acq: CTAcquisition, progress: Progress | None = None) -> np.
 
 def ct_consistency_report(acq: CTAcquisition, mu: np.ndarray, geom: Geometry, card: dict[str, Any],
                           std: np.ndarray | None = None, progress: Progress | None = None,
-                          sampler: dict[str, Any] | None = None) -> dict[str, Any]:
+                          sampler: dict[str, Any] | None = None,
+                          baseline: np.ndarray | None = None) -> dict[str, Any]:
     """The report of a DDS volume ``mu`` (attenuation units) of ``acq``: residuals, disagreement with
     ``BASELINE``, the uncertainty summary when ``std`` is given, and the verdict of the card's thresholds for the
     ``sampler`` settings (``pipelines.confidence.judged``). ``progress(done, total)`` counts the baseline's
-    iterations."""
+    iterations; ``baseline``: the ``BASELINE`` volume when the caller has it already (a warm-started DDS)."""
     report: dict[str, Any] = {**data_residuals(acq, mu, geom), "mode": "none", "expected_residual": 1.0,
                               "baseline": BASELINE, "acceleration": angular_undersampling(geom),
                               "pixel_mm": float(geom.pixel_size)}
-    report["disagreement"] = disagreement(mu, baseline_volume(acq, progress))
+    report["disagreement"] = disagreement(mu, baseline if baseline is not None else baseline_volume(acq, progress))
     if std is not None:
         report["uncertainty"] = uncertainty_summary(mu, std)
     return judged(report, card, sampler)

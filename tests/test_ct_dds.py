@@ -52,6 +52,15 @@ def test_dds_beats_admm_tv_and_fbp_on_held_out_slices(test_slab):
     assert attrs["model_id"] == "ct-prior-brain-sim" and attrs["engine"].startswith("onnxruntime:")
     assert attrs["chosen"]["lam"] == pytest.approx(4e-5) and attrs["chosen"]["limited_angle"] is False
     assert dds.volume.data.min() >= 0.0 and dds.volume.data.shape == acq.reference.shape
+    # warm-started from the report's baseline (ADMM-TV) noised to 0.3 of the schedule: measured 33.94 dB / 0.967
+    # against the cold start's 32.66 / 0.947 here (+1.28 dB, +0.021)
+    warm = reconstruct(acq, "dds", {"engine": "onnx", "start": 0.3}).volume
+    p_warm, s_warm = scores(acq, warm.data)
+    assert p_warm > p_dds + 0.8 and s_warm > s_dds + 0.01, (p_warm, s_warm, p_dds, s_dds)
+    from pipelines.confidence_ct import disagreement
+    warm_report = warm.attrs["consistency_report"]
+    assert warm_report["disagreement"] == pytest.approx(disagreement(warm.data, admm.data), rel=1e-6)
+    assert not warm_report["calibrated"] and "start=1.0, not 0.3" in warm_report["note"]
 
 
 def test_onnx_engine_matches_torch(test_slab):
@@ -90,7 +99,13 @@ def test_parameters_are_declared_and_checked():
     method = get("ct", "dds")
     assert method.learned is not None and method.learned.default_model == "ct-prior-brain-sim"
     names = {p.name for p in method.parameters}
-    assert {"steps", "cg_iterations", "lam", "rho", "eta", "mode", "output", "seed", "max_batch", "engine"} <= names
+    assert {"steps", "start", "cg_iterations", "lam", "rho", "eta", "mode", "output", "seed", "max_batch",
+            "engine"} <= names
+    with pytest.raises(ValueError, match="start 0.04 leaves 41 timesteps of the schedule, fewer than steps 50"):
+        method.check({"start": 0.04})
+    with pytest.raises(ValueError, match="start"):
+        method.check({"start": 0.0})
+    assert method.check({"start": 0.04, "steps": 41}).start == 0.04
     with pytest.raises(ValueError, match="is a rim, not a ct-prior"):
         method.check({"model_id": "rim-brain-sim"})
 

@@ -152,6 +152,38 @@ def test_ancestral_sampling_reproduces_mean_and_covariance(prior8):
     assert _moments_error(prior8, bad)[1] > 0.4
 
 
+def test_a_warm_start_from_prior_draws_keeps_the_prior(prior8):
+    """Noised to the first timestep, a draw of the prior is a draw of the marginal there, so the steps down from it
+    reproduce the prior: this checks the warm start's noising (``abar`` of the first timestep, the fresh noise).
+    Start 0.3 (timestep 300), 60 ancestral steps, 4000 samples; measured over seeds 3-5: mean 0.019-0.036,
+    covariance 0.057-0.067 (exact draws 0.015-0.023, 0.046-0.067)."""
+    n, den = 4000, GaussianDenoiser(prior8, SCHEDULE)
+    warm = prior8.sample(n, _gen(13)).float()
+    common = dict(steps=60, eta="ancestral", max_batch=n, start=0.3)
+    x = diffusion_sample(den, SCHEDULE, (n, 8, 8), generator=_gen(3), warm_start=warm, **common)
+    mean_err, cov_err = _moments_error(prior8, x)
+    assert mean_err < 0.05 and cov_err < 0.10, (mean_err, cov_err)
+    # not noised (the draws taken as the iterate at timestep 300): the mean is off by 0.26-0.30 (seeds 3-5)
+    unnoised = diffusion_sample(den, SCHEDULE, (n, 8, 8), generator=_gen(3), x_init=warm, **common)
+    assert _moments_error(prior8, unnoised)[0] > 0.2
+    # one image for every run (the prior mean): the variance the skipped steps would have drawn is missing,
+    # covariance error 0.22-0.25 (seeds 3-5); a warm start is an estimate to refine, not a prior draw
+    one = diffusion_sample(den, SCHEDULE, (n, 8, 8), generator=_gen(3),
+                           warm_start=prior8.mean.float().expand(n, 8, 8), **common)
+    assert _moments_error(prior8, one)[1] > 0.18
+
+
+def test_the_schedule_starts_where_asked():
+    assert SCHEDULE.timesteps(4) == [999, 666, 333, 0]
+    assert SCHEDULE.timesteps(4, 0.3) == [300, 200, 100, 0] and SCHEDULE.first_timestep(0.3) == 300
+    assert len(SCHEDULE.timesteps(301, 0.3)) == 301
+    with pytest.raises(ValueError, match=r"steps must be in \[1, 301\] \(timesteps 300..0 at start 0.3\)"):
+        SCHEDULE.timesteps(302, 0.3)
+    for bad in (0.0, 1.5, -0.2, True):
+        with pytest.raises(ValueError, match="start must be a fraction of the schedule in"):
+            SCHEDULE.timesteps(4, bad)
+
+
 def test_ancestral_eta_is_the_ddpm_posterior_variance():
     """``sigma^2 = beta_t (1 - abar_{t-1}) / (1 - abar_t)`` for neighbouring timesteps (DDPM's posterior variance)."""
     ab = SCHEDULE.alphas_cumprod
@@ -420,6 +452,11 @@ def test_seeded_runs_repeat_and_posterior_needs_two_samples(prior8):
     ({"max_batch": 0}, r"max_batch must be an integer >= 1"),
     ({"batch_dims": 2}, r"batch_dims must be an integer in \[0, 1\]"),
     ({"x_init": torch.zeros(2, 8, 8)}, r"x_init must have shape \(3, 8, 8\)"),
+    ({"start": 0.5}, r"start 0.5 \(below 1, the top of the schedule\) needs a warm_start image"),
+    ({"start": 0.0, "warm_start": torch.zeros(3, 8, 8)}, r"start must be a fraction of the schedule in \(0, 1\]"),
+    ({"steps": 302, "start": 0.3, "warm_start": torch.zeros(3, 8, 8)}, r"steps must be in \[1, 301\]"),
+    ({"start": 0.5, "warm_start": torch.zeros(2, 8, 8)}, r"warm_start must have shape \(3, 8, 8\)"),
+    ({"start": 0.5, "warm_start": torch.zeros(3, 8, 8), "x_init": torch.zeros(3, 8, 8)}, r"not both"),
 ])
 def test_parameters_are_validated(prior8, kwargs, match):
     A = _ct_projector(8, 3)  # noqa: N806

@@ -35,6 +35,9 @@ z-TV / relative error with TV against without: dds 50 x 5 CG 0.024 / 0.243 again
 300 x 5: 13 / 34.
 Use ``mode="dds"`` near 50 steps and ``mode="mbir"`` with ``cg_iters=1``.
 
+``start < 1`` with ``warm_start`` (e.g. the ADMM-TV volume): the warm start of ``models.diffusion.sampling``, the
+``steps`` spread over timesteps ``round(start (T - 1))..0`` instead of the whole schedule.
+
 ``dds_posterior`` runs several seeds (batched along a new leading axis) and returns their mean and standard
 deviation, the uncertainty map.
 """
@@ -71,7 +74,8 @@ def dds_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Linea
                admm_iters_per_step: int = 1, gamma: float | None = None, batch_dims: int = 0, max_batch: int = 8,
                generator: torch.Generator | None = None, progress: Progress | None = None,
                x_init: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
-               trace: list[StepInfo] | None = None, last_consistency: bool = True) -> torch.Tensor:
+               trace: list[StepInfo] | None = None, last_consistency: bool = True, start: float = 1.0,
+               warm_start: torch.Tensor | None = None) -> torch.Tensor:
     """Reconstruct a volume of ``shape`` (e.g. ``(Z, H, W)``) from ``y = A x + noise`` (module docstring).
 
     ``steps`` in [1, T]; ``cg_iters`` in [1, 1000]; ``lam >= 0`` (TV weight along ``tv_axis``, absolute);
@@ -79,7 +83,8 @@ def dds_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Linea
     ``"ancestral"`` for ``"mbir"``); ``admm_iters_per_step`` in [1, 100]; ``gamma > 0`` or None;
     ``batch_dims``: leading axes of ``shape`` that index independent problems (``A`` acts on each alone);
     ``max_batch``: slices per denoiser call; ``last_consistency=False``: return the last Tweedie estimate
-    (``diffusion_sample``). Runs on ``y``'s device; returns the volume (dtype ``dtype``).
+    (``diffusion_sample``); ``start`` in (0, 1], below 1 with ``warm_start`` (an image of ``shape``): the warm
+    start. Runs on ``y``'s device; returns the volume (dtype ``dtype``).
     """
     shape = check_shape(shape)
     if mode not in ("dds", "mbir"):
@@ -103,7 +108,7 @@ def dds_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Linea
     return diffusion_sample(denoiser, schedule, shape, steps=steps, eta=eta, consistency=dc,
                             where="x0", max_batch=max_batch, generator=generator,
                             progress=progress, x_init=x_init, dtype=dtype, device=y.device, trace=trace,
-                            last_consistency=last_consistency)
+                            last_consistency=last_consistency, start=start, warm_start=warm_start)
 
 
 def dds_posterior(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: LinearOperator,  # noqa: N803
@@ -115,7 +120,8 @@ def dds_posterior(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Li
     Runs are batched ``parallel`` at a time along a new leading axis (``A`` must act on leading axes one by one,
     as ``CTProjector`` and ``SenseOperator`` do), each an independent problem; the random numbers come from one
     generator seeded with ``seed``, so the result depends on ``seed`` and ``parallel`` only.
-    ``progress(done, total)`` counts steps over all batches; other keywords go to ``dds_sample``.
+    ``progress(done, total)`` counts steps over all batches; ``warm_start`` (of ``shape``) starts every run; other
+    keywords go to ``dds_sample``.
     """
     samples = check_count("samples", samples, 2, 100_000)
     parallel = check_count("parallel", parallel, 1, 100_000)
@@ -123,6 +129,9 @@ def dds_posterior(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Li
     axis = _normalised_axis(tv_axis, shape)
     check_count("batch_dims", batch_dims, 0, len(shape) - 2)
     steps = kwargs.get("steps", 50)
+    warm_start = kwargs.pop("warm_start", None)
+    if warm_start is not None and tuple(warm_start.shape) != shape:
+        raise ValueError(f"warm_start must have shape {shape}, got {tuple(warm_start.shape)}")
     generator = torch.Generator(device=y.device).manual_seed(int(seed))
     chunks = [min(parallel, samples - start) for start in range(0, samples, parallel)]
     total, done = len(chunks) * steps, 0
@@ -135,7 +144,8 @@ def dds_posterior(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Li
     acc = acc2 = None
     for k in chunks:
         x = dds_sample(denoiser, schedule, A, y, (k, *shape), tv_axis=axis, batch_dims=batch_dims + 1,
-                       generator=generator, progress=chunk_progress, **kwargs)
+                       generator=generator, progress=chunk_progress,
+                       warm_start=None if warm_start is None else warm_start.expand(k, *shape), **kwargs)
         x64 = x.to(torch.complex128 if x.is_complex() else torch.float64)
         s1, s2 = x64.sum(0), (x64.abs() ** 2).sum(0)
         acc, acc2 = (s1, s2) if acc is None else (acc + s1, acc2 + s2)

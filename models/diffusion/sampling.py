@@ -9,7 +9,11 @@ Visiting the timesteps ``t_0 = T - 1 > t_1 > ... > t_{n-1} = 0`` of ``VPSchedule
     x_s      = sqrt(abar_s) x0_tilde + sqrt(1 - abar_s) (eta z + sqrt(1 - eta^2) eps),   z ~ N(0, I)
     x_s      = sqrt(abar_s) dc(x_s / sqrt(abar_s))                 (where="xt": DiffusionMBIR-style)
 
-and the last step returns ``x0_tilde`` (``x_s`` with ``abar_s = 1``). ``where="xt"`` is the literal VP form of
+and the last step returns ``x0_tilde`` (``x_s`` with ``abar_s = 1``). A warm start (Chung et al., "Come-Closer-
+Diffuse-Faster", CVPR 2022) begins lower, at ``t_0 = round(start (T - 1))`` with ``start < 1``, from an estimate
+``x_w`` of the image noised to that level, ``x_{t_0} = sqrt(abar_{t_0}) x_w + sqrt(1 - abar_{t_0}) z``: the
+steps are spent where the image's detail is decided, and the estimate (a classical reconstruction) stands in for
+the coarse structure the skipped steps would have drawn. ``where="xt"`` is the literal VP form of
 DiffusionMBIR's consistency on the noisy iterate; with a stateful ADMM-TV step it memorises the first steps' noise
 (see ``models.diffusion.dds``), so the samplers there use ``where="x0"``. ``eps`` in the DDIM step is the network's,
 not re-derived from ``x0_tilde`` (as in DDS), so the data-consistency change is carried to the next iterate.
@@ -71,7 +75,8 @@ def diffusion_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, sh
                      generator: torch.Generator | None = None, progress: Progress | None = None,
                      x_init: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
                      device: torch.device | str = "cpu", trace: list[StepInfo] | None = None,
-                     last_consistency: bool = True) -> torch.Tensor:
+                     last_consistency: bool = True, start: float = 1.0,
+                     warm_start: torch.Tensor | None = None) -> torch.Tensor:
     """Run the loop of the module docstring on a volume of ``shape`` and return the final ``x0_tilde``.
 
     ``last_consistency=False`` returns the last step's Tweedie estimate instead (the network's clean image
@@ -82,7 +87,9 @@ def diffusion_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, sh
     already wrapped; ``consistency``: the data-consistency step (None: unconditional sampling), applied to the
     Tweedie estimate (``where="x0"``) or to the next iterate in image units (``where="xt"``); ``x_init``: the
     starting ``x_T`` (default standard normal from ``generator``); ``progress(done, steps)`` after each step;
-    ``trace``: a list that receives one ``StepInfo`` per step. No autograd.
+    ``trace``: a list that receives one ``StepInfo`` per step; ``start`` in (0, 1] with ``warm_start`` (an image
+    estimate of ``shape``, noised here) or ``x_init`` (already at the first timestep's noise level), one of them
+    needed when ``start < 1``: the warm start of the module docstring. No autograd.
     """
     if not isinstance(schedule, VPSchedule):
         raise ValueError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
@@ -94,14 +101,24 @@ def diffusion_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, sh
     if progress is not None and not callable(progress):
         raise ValueError("progress must be a callable progress(done, total) or None")
     volume_denoiser = as_volume_denoiser(denoiser, max_batch)
+    times = schedule.timesteps(steps, start)
+    abars = schedule.alphas_cumprod
+    if warm_start is None and x_init is None and float(start) < 1.0:
+        raise ValueError(f"start {start:g} (below 1, the top of the schedule) needs a warm_start image to noise "
+                         f"(or the noisy iterate x_init)")
     if x_init is not None:
+        if warm_start is not None:
+            raise ValueError("give x_init (the starting noisy iterate) or warm_start (an image to noise), not both")
         if tuple(x_init.shape) != shape:
             raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
         x = x_init.clone()
     else:
         x = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-    times = schedule.timesteps(steps)
-    abars = schedule.alphas_cumprod
+        if warm_start is not None:
+            if tuple(warm_start.shape) != shape:
+                raise ValueError(f"warm_start must have shape {shape}, got {tuple(warm_start.shape)}")
+            abar = float(abars[times[0]])
+            x = abar ** 0.5 * warm_start.to(device=device, dtype=dtype) + (1.0 - abar) ** 0.5 * x
     with torch.no_grad():
         for k, t in enumerate(times):
             abar_t = float(abars[t])

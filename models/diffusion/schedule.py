@@ -49,11 +49,21 @@ class VPSchedule:
         ab = self.alphas_cumprod.to(x0.device)[t].to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
-    def timesteps(self, steps: int) -> list[int]:
-        """``steps`` timesteps from ``T - 1`` down to 0, evenly spaced (the sampler visits them in order)."""
-        if not 1 <= steps <= self.num_train_timesteps:
-            raise ValueError(f"steps must be in [1, {self.num_train_timesteps}], got {steps}")
-        return [int(t) for t in np.unique(np.round(np.linspace(0, self.num_train_timesteps - 1, steps)))[::-1]]
+    def first_timestep(self, start: float = 1.0) -> int:
+        """The timestep a sampler starting at ``start`` (a fraction of the schedule, in (0, 1]) begins at:
+        ``round(start (T - 1))``; 1 is ``T - 1``, pure noise."""
+        if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0.0 < float(start) <= 1.0:
+            raise ValueError(f"start must be a fraction of the schedule in (0, 1], got {start!r}")
+        return int(round(float(start) * (self.num_train_timesteps - 1)))
+
+    def timesteps(self, steps: int, start: float = 1.0) -> list[int]:
+        """``steps`` timesteps from ``first_timestep(start)`` down to 0, evenly spaced (the sampler visits them in
+        order); at most ``first_timestep(start) + 1`` of them."""
+        first = self.first_timestep(start)
+        if not 1 <= steps <= first + 1:
+            raise ValueError(f"steps must be in [1, {first + 1}] (timesteps {first}..0 at start {start:g}), "
+                             f"got {steps}")
+        return [int(t) for t in np.unique(np.round(np.linspace(0, first, steps)))[::-1]]
 
 
 def tweedie(x_t: torch.Tensor, eps: torch.Tensor, abar_t: float) -> torch.Tensor:

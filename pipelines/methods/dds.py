@@ -16,6 +16,11 @@ Settings left null are chosen by the acquisition (``REGIMES``; what was chosen i
 * fewer than 4 views: rho 0.03, 2 CG iterations, eta 1.0. At 2 views 5 CG iterations per step fit the data's
   null space to noise and the sampler diverged (16.3 dB on the tuning slab, against 24.8 dB so).
 
+``start``: 1 starts from pure noise, as the paper does. Below 1 the sampler starts from the consistency report's
+baseline (3D ADMM-TV at its defaults, computed first and used by the report too) noised to that fraction of the
+schedule, and spends its steps there (``models.diffusion.sampling``'s warm start);
+``benchmarks/dds_warm_start.py`` chose 0.3 on the tuning slab.
+
 ``output``: the network's last estimate scored 0.01-0.03 SSIM above the paper's data-consistent output at equal
 PSNR (``benchmarks/ct_dds.py``'s earlier grid at 8 views and on a 120-degree arc). Steps are the paper's.
 """
@@ -26,14 +31,14 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from models.classical.ct import operator_norm2
 from models.diffusion.dds import dds_posterior, dds_sample
 from models.diffusion.network import DEFAULT_PRIOR_CONFIG, size_multiple
 from models.diffusion.schedule import VPSchedule
 from models.physics.ct.projector import CTProjector
-from pipelines.confidence_ct import ct_consistency_report
+from pipelines.confidence_ct import baseline_volume, ct_consistency_report
 from pipelines.ct_units import MU_WATER
 from pipelines.data import CTAcquisition, ImageVolume, InputError
 from pipelines.methods._ct import CTParams, ct_inputs, ct_volume
@@ -43,15 +48,20 @@ from pipelines.reconstructors import LearnedModel, Method, Progress, in_stages, 
 LIMITED_ARC_DEG = 170.0
 FEW_VIEWS = 4
 LAM_OVER_RHO = {"sparse": 0.004, "limited": 0.04}
-SAMPLER_KEYS = ("mode", "steps", "samples", "output", "cg_iterations", "lam", "rho", "eta")
+SAMPLER_KEYS = ("mode", "steps", "start", "samples", "output", "cg_iterations", "lam", "rho", "eta")
 REGIMES = {"standard": {"rho": 0.01, "cg_iterations": 5, "eta": 0.85},
            "few views": {"rho": 0.03, "cg_iterations": 2, "eta": 1.0}}
+
 
 class DDSParams(ZooModelParams, CTParams):
     mode: Literal["dds", "mbir"] = Field("dds", description="dds: one ADMM-TV(z) iteration of cg_iterations CG "
                                          "steps per step (Chung et al. 2024); mbir: DiffusionMBIR-style comparison "
                                          "mode, ancestral steps (use many steps and cg_iterations 1)")
     steps: int = Field(50, ge=1, le=1000, description="diffusion steps (network calls per slice)")
+    start: float = Field(1.0, gt=0, le=1, description="where on the diffusion schedule the sampler starts: 1 from "
+                         "pure noise (the paper); below 1 from the ADMM-TV volume noised to that fraction (a warm "
+                         "start: the steps are spent on the detail; 0.3 chosen on the tuning slab)")
+
     cg_iterations: int | None = Field(None, ge=1, le=50, description="CG steps per data-consistency update (null: "
                                       f"5, or 2 under {FEW_VIEWS} views)")
     lam: float | None = Field(None, ge=0, le=100, description="TV weight along z, scale-free (null: rho x 0.004 "
@@ -68,6 +78,14 @@ class DDSParams(ZooModelParams, CTParams):
                          "their standard deviation is written as the uncertainty map (costs samples x the time)")
     max_batch: int = Field(16, ge=1, le=1024, description="slices per network call (memory budget)")
     kind: ClassVar[str] = "ct-prior"
+
+    @field_validator("start")
+    @classmethod
+    def _room_for_the_steps(cls, start: float, info: ValidationInfo) -> float:
+        steps, first = info.data.get("steps"), VPSchedule().first_timestep(start)
+        if isinstance(steps, int) and steps > first + 1:
+            raise ValueError(f"start {start:g} leaves {first + 1} timesteps of the schedule, fewer than steps {steps}")
+        return start
 
 
 MODEL = LearnedModel("ct-prior", "ct-prior-brain-sim", dict(DEFAULT_PRIOR_CONFIG))
@@ -124,16 +142,22 @@ def run(acq: CTAcquisition, params: DDSParams, progress: Progress | None = None)
     eta = params.eta if params.eta is not None or params.mode == "mbir" else REGIMES[regime]["eta"]
     lam = params.lam if params.lam is not None else LAM_OVER_RHO["limited" if limited else "sparse"] * chosen_rho
     schedule = VPSchedule(**card.get("schedule", {}))
-    # the report's baseline is one unit: it costs about one or two sampler steps
-    sampling, checking = in_stages(progress, [params.steps * params.samples, 1])
+    schedule.timesteps(params.steps, params.start)  # a step count the start leaves no room for fails here
+    # the report's baseline is one unit: it costs about one or two sampler steps; a warm start needs it first
+    warm = params.start < 1.0
+    stages = in_stages(progress, [1, params.steps * params.samples] if warm else [params.steps * params.samples, 1])
+    checking, sampling = stages if warm else stages[::-1]
+    baseline = baseline_volume(acq, _when_done(checking)) if warm else None
     settings = dict(steps=params.steps, cg_iters=cg_iterations, lam=lam * norm2, rho=chosen_rho * norm2,
                     eta=eta, mode=params.mode, max_batch=params.max_batch, progress=sampling,
-                    last_consistency=params.output == "consistent")
+                    last_consistency=params.output == "consistent", start=params.start)
     std = None
     with torch.no_grad():
         ones = torch.ones((sino.shape[0], ny, nx), dtype=sino.dtype, device=sino.device)
         y = sino / mu_w - op.forward(ones)
         shape = (sino.shape[0], ny, nx)
+        if baseline is not None:
+            settings["warm_start"] = torch.as_tensor(baseline / mu_w - 1.0, dtype=sino.dtype, device=sino.device)
         if params.samples == 1:
             x = dds_sample(denoiser, schedule, op, y, shape, tv_axis=0,
                            generator=torch.Generator(sino.device).manual_seed(params.seed), **settings)
@@ -151,10 +175,15 @@ def run(acq: CTAcquisition, params: DDSParams, progress: Progress | None = None)
     volume.attrs.update({"model_id": model_id, "weights_sha256": card["sha256"], "engine": engine})
     if std is not None:
         volume.uncertainty = (mu_w * std).cpu().numpy().astype(np.float32)
-    baseline_done = None if checking is None else lambda done, total: checking(1, 1) if done == total else None
     volume.attrs["consistency_report"] = ct_consistency_report(acq, volume.data, geom, card, volume.uncertainty,
-                                                               baseline_done, sampler_record(params))
+                                                               _when_done(checking), sampler_record(params),
+                                                               baseline=baseline)
     return volume
+
+
+def _when_done(stage: Progress | None) -> Progress | None:
+    """The baseline's progress as one unit of ``stage``: done when its iterations are."""
+    return None if stage is None else lambda done, total: stage(1, 1) if done == total else None
 
 
 def sampler_record(params: DDSParams) -> dict[str, Any]:
