@@ -5,11 +5,11 @@
 ``ct_dds.py`` shows the shipped brain prior losing to tuned ADMM-TV on a chest series. This asks what the
 retraining path a user has (``recon train ct-prior --data DIR --init ct-prior-brain-sim``, then ``recon zoo ship``)
 buys: the prior ``--model-id``, fine-tuned on the tuning patient's series only (``lung1``; its card holds the
-command), runs DDS at its defaults (ONNX engine) on the test patient's 61 slices (``lung2``) at ``ct_dds.py``'s four
-chest cases, on the same acquisitions (``ct_dds.case_acquisitions``; they and the DDS rows are cached under
-``--scratch``). The rows of tuned FBP, ADMM-TV (default and tuned) and the brain prior's DDS on those acquisitions
-are read from ``--ct-dds`` (results/ct_dds.json) and written beside the new ones, with that file named. Results:
-results/ct_dds_chest_prior.json.
+command), runs DDS at its defaults and from pure noise (ONNX engine; ``STARTS``) on the test patient's 61 slices
+(``lung2``) at ``ct_dds.py``'s four chest cases, on the same acquisitions (``ct_dds.case_acquisitions``; they and
+the DDS rows are cached under ``--scratch``). The rows of tuned FBP, ADMM-TV (default and tuned) and the brain
+prior's DDS on those acquisitions are read from ``--ct-dds`` (results/ct_dds.json) and written beside the new ones,
+with that file named. Results: results/ct_dds_chest_prior.json.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ import torch
 from benchmarks.ct_dds import SERIES, SERIES_TEST_SLICES, cached, case_acquisitions, log, scored_row, slug
 from pipelines.zoo import ZOO_DIR
 
-COMPARED = ("fbp (tuned filter)", "admm-tv (default)", "admm-tv (tuned lam)", "dds (defaults)")
+COMPARED = ("fbp (tuned filter)", "admm-tv (default)", "admm-tv (tuned lam)", "dds (defaults)", "dds (cold start)")
+STARTS = (("defaults", {}), ("cold start", {"start": 1.0}))
+"""DDS with the fine-tuned prior at its defaults (warm-started from ADMM-TV) and from pure noise, as ``ct_dds.py``
+runs the brain prior."""
 
 
 def main() -> None:
@@ -45,17 +48,20 @@ def main() -> None:
     earlier = json.loads(Path(args.ct_dds).read_text())
     # the acquisitions ct_dds.py scored (its defaults: I0, tuning slices)
     setting = argparse.Namespace(series_data=args.series_data, tune_slices=8, i0=earlier["data"]["i0"])
-    params = {"engine": "onnx", "model_id": args.model_id}
     results = []
     for stored in [c for c in earlier["cases"] if c["case"].get("series")]:
         case = stored["case"]
         _, test = case_acquisitions(case, setting, Path(args.scratch))
         assert test.reference.shape[0] == SERIES_TEST_SLICES
-        row = cached(Path(args.scratch) / f"score-{slug(case['name'])}-{args.model_id}-{card['sha256'][:12]}.json",
-                     lambda test=test: scored_row(test, "dds", params))
-        log(f"{case['name']}: {row}")
-        rows = {f"dds (defaults, {args.model_id})": row,
-                **{f"{label}, from {args.ct_dds}": stored["rows"][label] for label in COMPARED}}
+        rows = {}
+        for name, extra in STARTS:
+            params = {"engine": "onnx", "model_id": args.model_id, **extra}
+            path = (Path(args.scratch) /
+                    f"score-{slug(case['name'])}-{args.model_id}-{card['sha256'][:12]}-{slug(name)}.json")
+            label = f"dds ({name}, {args.model_id})"
+            rows[label] = cached(path, lambda test=test, p=params: scored_row(test, "dds", p))
+            log(f"{case['name']} {name}: {rows[label]}")
+        rows.update({f"{label}, from {args.ct_dds}": stored["rows"][label] for label in COMPARED})
         results.append({"case": case, "rows": rows})
     out = {"benchmark": "ct_dds_chest_prior",
            "command": "OMP_NUM_THREADS=2 PYTHONPATH=. python " + " ".join(shlex.quote(a) for a in sys.argv),

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.ct_dds import acquisition, cached, log, slug
-from benchmarks.ct_ood_calibrate import MODEL_ID, nominal, score
+from benchmarks.ct_ood_calibrate import MODEL_ID, nominal, rows_dir, score
 from pipelines.confidence import thresholds_of
 from pipelines.data import CTAcquisition
 from pipelines.zoo import ZOO_DIR
@@ -68,7 +68,7 @@ def main() -> None:
         full = acquisition("brain-test", case, SLICES, 1e5, 2, Path("benchmarks/out/ct_dds"))
         for k in range(SLICES // CHUNK):
             key = f"{nominal(case)}, chunk {k}"
-            row = cached(scratch / "rows" / card["sha256"][:12] / f"{slug(key)}.json",
+            row = cached(rows_dir(scratch, card["sha256"]) / f"{slug(key)}.json",
                          lambda c=full, n=k: score(chunk(c, n)))
             rows[key] = {"z_mm": [Z_FIRST_MM + k * CHUNK, Z_FIRST_MM + (k + 1) * CHUNK - 1], **row}
             log(f"{key}: DDS {row['psnr']:.2f} dB, ADMM-TV {row['admm_psnr']:.2f} dB, residual "

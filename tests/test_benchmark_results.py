@@ -12,7 +12,7 @@ from conftest import ROOT
 
 RESULTS = ("mri_brain", "ct_operators", "service_load", "unrolled_train_step", "validation_before_after",
            "mri_consistency_tune", "mri_ood_calibrate", "mri_consistency",
-           "unrolled_latency", "ct_ood_calibrate", "ct_ood_heldout_slab", "ct_dds_chest_prior")
+           "unrolled_latency", "ct_ood_calibrate", "ct_ood_heldout_slab", "ct_dds_chest_prior", "dds_warm_start")
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -24,6 +24,20 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
 def test_committed_results_file_names_its_command(name):
     result = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
     assert f"benchmarks/{name}.py" in result["command"]
+
+
+def test_dds_default_start_is_the_one_the_tuning_slab_chose():
+    """The method's default warm start is what benchmarks/dds_warm_start.py's rule picks from its committed rows
+    (tuning slab only), and the rows cover every start of its grid at every case."""
+    from benchmarks.dds_warm_start import STARTS, STEPS, choose
+    from pipelines.methods.dds import WARM_START
+
+    result = json.loads((ROOT / "benchmarks" / "results" / "dds_warm_start.json").read_text())
+    assert "brain-tuning" in result["data"] and len(result["rows"]) == 4
+    for rows in result["rows"].values():
+        assert sorted(r["start"] for r in rows if r["steps"] == STEPS) == sorted(STARTS)
+    chosen, worst = choose(result["rows"])
+    assert chosen == result["chosen_start"] == WARM_START and worst == result["largest_shortfall_db"]
 
 
 def test_ct_operators_times_single_and_batched_apart_with_the_build_outside(tmp_path):

@@ -18,8 +18,10 @@ Settings left null are chosen by the acquisition (``REGIMES``; what was chosen i
 
 ``start``: 1 starts from pure noise, as the paper does. Below 1 the sampler starts from the consistency report's
 baseline (3D ADMM-TV at its defaults, computed first and used by the report too) noised to that fraction of the
-schedule, and spends its steps there (``models.diffusion.sampling``'s warm start);
-``benchmarks/dds_warm_start.py`` chose 0.3 on the tuning slab.
+schedule, and spends its steps there (``models.diffusion.sampling``'s warm start). The default, ``WARM_START``,
+was chosen on the tuning slab by ``benchmarks/dds_warm_start.py`` over 1, 0.4, 0.3, 0.2 and 0.1 at the four
+cases: the smallest largest shortfall from each case's best (0.1 dB; the paper's cold start falls 2.9 dB short at
+4 views).
 
 ``output``: the network's last estimate scored 0.01-0.03 SSIM above the paper's data-consistent output at equal
 PSNR (``benchmarks/ct_dds.py``'s earlier grid at 8 views and on a 120-degree arc). Steps are the paper's.
@@ -49,6 +51,7 @@ LIMITED_ARC_DEG = 170.0
 FEW_VIEWS = 4
 LAM_OVER_RHO = {"sparse": 0.004, "limited": 0.04}
 SAMPLER_KEYS = ("mode", "steps", "start", "samples", "output", "cg_iterations", "lam", "rho", "eta")
+WARM_START = 0.3
 REGIMES = {"standard": {"rho": 0.01, "cg_iterations": 5, "eta": 0.85},
            "few views": {"rho": 0.03, "cg_iterations": 2, "eta": 1.0}}
 
@@ -58,10 +61,11 @@ class DDSParams(ZooModelParams, CTParams):
                                          "steps per step (Chung et al. 2024); mbir: DiffusionMBIR-style comparison "
                                          "mode, ancestral steps (use many steps and cg_iterations 1)")
     steps: int = Field(50, ge=1, le=1000, description="diffusion steps (network calls per slice)")
-    start: float = Field(1.0, gt=0, le=1, description="where on the diffusion schedule the sampler starts: 1 from "
-                         "pure noise (the paper); below 1 from the ADMM-TV volume noised to that fraction (a warm "
-                         "start: the steps are spent on the detail; 0.3 chosen on the tuning slab)")
-
+    start: float | None = Field(
+        None, gt=0, le=1, validate_default=True,
+        description="where on the diffusion schedule the sampler starts: 1 from pure noise (the paper); below 1 from "
+        f"the ADMM-TV volume noised to that fraction, a warm start (null: {WARM_START:g} for dds, chosen on the "
+        "tuning slab; 1 for mbir)")
     cg_iterations: int | None = Field(None, ge=1, le=50, description="CG steps per data-consistency update (null: "
                                       f"5, or 2 under {FEW_VIEWS} views)")
     lam: float | None = Field(None, ge=0, le=100, description="TV weight along z, scale-free (null: rho x 0.004 "
@@ -81,11 +85,18 @@ class DDSParams(ZooModelParams, CTParams):
 
     @field_validator("start")
     @classmethod
-    def _room_for_the_steps(cls, start: float, info: ValidationInfo) -> float:
-        steps, first = info.data.get("steps"), VPSchedule().first_timestep(start)
+    def _room_for_the_steps(cls, start: float | None, info: ValidationInfo) -> float | None:
+        steps = info.data.get("steps")
+        first = VPSchedule().first_timestep(start_of(info.data.get("mode"), start))
         if isinstance(steps, int) and steps > first + 1:
-            raise ValueError(f"start {start:g} leaves {first + 1} timesteps of the schedule, fewer than steps {steps}")
+            why = f"start {start:g}" if start is not None else f"start null ({WARM_START:g} for mode dds)"
+            raise ValueError(f"{why} leaves {first + 1} timesteps of the schedule, fewer than steps {steps}")
         return start
+
+
+def start_of(mode: str | None, start: float | None) -> float:
+    """The start a run uses: as given, else ``WARM_START`` for dds and 1 (pure noise) for the mbir comparison."""
+    return start if start is not None else (1.0 if mode == "mbir" else WARM_START)
 
 
 MODEL = LearnedModel("ct-prior", "ct-prior-brain-sim", dict(DEFAULT_PRIOR_CONFIG))
@@ -142,15 +153,16 @@ def run(acq: CTAcquisition, params: DDSParams, progress: Progress | None = None)
     eta = params.eta if params.eta is not None or params.mode == "mbir" else REGIMES[regime]["eta"]
     lam = params.lam if params.lam is not None else LAM_OVER_RHO["limited" if limited else "sparse"] * chosen_rho
     schedule = VPSchedule(**card.get("schedule", {}))
-    schedule.timesteps(params.steps, params.start)  # a step count the start leaves no room for fails here
+    start = start_of(params.mode, params.start)
+    schedule.timesteps(params.steps, start)  # a step count the start leaves no room for fails here
     # the report's baseline is one unit: it costs about one or two sampler steps; a warm start needs it first
-    warm = params.start < 1.0
+    warm = start < 1.0
     stages = in_stages(progress, [1, params.steps * params.samples] if warm else [params.steps * params.samples, 1])
     checking, sampling = stages if warm else stages[::-1]
     baseline = baseline_volume(acq, _when_done(checking)) if warm else None
     settings = dict(steps=params.steps, cg_iters=cg_iterations, lam=lam * norm2, rho=chosen_rho * norm2,
                     eta=eta, mode=params.mode, max_batch=params.max_batch, progress=sampling,
-                    last_consistency=params.output == "consistent", start=params.start)
+                    last_consistency=params.output == "consistent", start=start)
     std = None
     with torch.no_grad():
         ones = torch.ones((sino.shape[0], ny, nx), dtype=sino.dtype, device=sino.device)
@@ -165,13 +177,15 @@ def run(acq: CTAcquisition, params: DDSParams, progress: Progress | None = None)
             x, std = dds_posterior(denoiser, schedule, op, y, shape, samples=params.samples, seed=params.seed,
                                    tv_axis=0, **settings)
         mu = torch.clamp(mu_w * (1.0 + x), min=0.0)
-    chosen = {"lam": lam, "rho": chosen_rho, "cg_iterations": cg_iterations, "eta": eta, "regime": regime,
-              "views": views, "limited_angle": limited, "operator_norm2": norm2, "mu_water_per_mm": mu_w,
+    chosen = {"lam": lam, "rho": chosen_rho, "cg_iterations": cg_iterations, "eta": eta, "start": start,
+              "regime": regime, "views": views, "limited_angle": limited, "operator_norm2": norm2,
+              "mu_water_per_mm": mu_w,
               "rule": f"rho, CG and eta by REGIMES (few views: under {FEW_VIEWS} views, not a limited arc); lam = rho "
                       f"x {LAM_OVER_RHO['limited']:g} for an arc under {LIMITED_ARC_DEG:g} deg, else rho x "
-                      f"{LAM_OVER_RHO['sparse']:g}"}
+                      f"{LAM_OVER_RHO['sparse']:g}; start {WARM_START:g} for dds (warm, from the report's "
+                      "ADMM-TV), 1 for mbir"}
     volume = ct_volume(acq, mu, "dds", {**params.model_dump(), "lam": lam, "rho": chosen_rho,
-                                        "cg_iterations": cg_iterations, "eta": eta}, chosen)
+                                        "cg_iterations": cg_iterations, "eta": eta, "start": start}, chosen)
     volume.attrs.update({"model_id": model_id, "weights_sha256": card["sha256"], "engine": engine})
     if std is not None:
         volume.uncertainty = (mu_w * std).cpu().numpy().astype(np.float32)
