@@ -29,15 +29,20 @@ def test_committed_results_file_names_its_command(name):
 def test_dds_default_start_is_the_one_the_tuning_slab_chose():
     """The method's default warm start is what benchmarks/dds_warm_start.py's rule picks from its committed rows
     (tuning slab only), and the rows cover every start of its grid at every case."""
-    from benchmarks.dds_warm_start import STARTS, STEPS, choose
-    from pipelines.methods.dds import WARM_START
-
+    code = ("import json; from benchmarks.dds_warm_start import STARTS, STEPS, choose; "
+            "from pipelines.methods.dds import WARM_START; "
+            "rows = json.load(open('benchmarks/results/dds_warm_start.json'))['rows']; "
+            "print(json.dumps({'starts': STARTS, 'steps': STEPS, 'choice': choose(rows), 'default': WARM_START}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    rule = json.loads(done.stdout.strip().splitlines()[-1])
     result = json.loads((ROOT / "benchmarks" / "results" / "dds_warm_start.json").read_text())
     assert "brain-tuning" in result["data"] and len(result["rows"]) == 4
     for rows in result["rows"].values():
-        assert sorted(r["start"] for r in rows if r["steps"] == STEPS) == sorted(STARTS)
-    chosen, worst = choose(result["rows"])
-    assert chosen == result["chosen_start"] == WARM_START and worst == result["largest_shortfall_db"]
+        assert sorted(r["start"] for r in rows if r["steps"] == rule["steps"]) == sorted(rule["starts"])
+    chosen, worst = rule["choice"]
+    assert chosen == result["chosen_start"] == rule["default"] and worst == result["largest_shortfall_db"]
 
 
 def test_ct_operators_times_single_and_batched_apart_with_the_build_outside(tmp_path):
