@@ -24,23 +24,13 @@ from pathlib import Path
 import torch
 
 from benchmarks.ct_dds import acquisition, cached, log, slug
-from benchmarks.ct_ood_calibrate import MODEL_ID, nominal, rows_dir, score
+from benchmarks.ct_ood_calibrate import CHUNK, MODEL_ID, chunk, nominal, rows_dir, score
+from benchmarks.ct_ood_calibrate import SLAB_CASES as CASES
+from benchmarks.ct_ood_calibrate import SLAB_SLICES as SLICES
 from pipelines.confidence import thresholds_of
-from pipelines.data import CTAcquisition
 from pipelines.zoo import ZOO_DIR
 
-CASES = ({"views": 8, "arc": None}, {"views": 4, "arc": None}, {"views": 2, "arc": None}, {"views": 60, "arc": 120.0})
-CHUNK, SLICES = 8, 64
 Z_FIRST_MM = 10.0  # the test slab's first slice, 1 mm apart
-
-
-def chunk(full: CTAcquisition, k: int) -> CTAcquisition:
-    """Slices ``k * CHUNK`` to ``(k + 1) * CHUNK`` of ``full``, with their own affine."""
-    part = slice(k * CHUNK, (k + 1) * CHUNK)
-    affine = full.affine.copy()
-    affine[:3, 3] += affine[:3, 2] * k * CHUNK
-    return CTAcquisition(full.sinogram[part], full.angles, full.geometry, full.reference[part], affine,
-                         dict(full.attrs), full.source)
 
 
 def main() -> None:

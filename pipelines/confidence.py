@@ -50,39 +50,56 @@ def uncertainty_summary(image: np.ndarray, std: np.ndarray) -> dict[str, float]:
     return {"mean": float(values.mean() / scale), "p99": float(np.quantile(values, 0.99) / scale)}
 
 
+Polyline = tuple[tuple[float, float], ...]  # (acceleration, limit) points, sorted by acceleration
+
+
+def along(points: Polyline, acceleration: float) -> float:
+    """The limit at ``acceleration`` on the polyline through ``points``: linear between them, extended along the end
+    segments beyond them on both sides, and never below a third of the first point's limit."""
+    k = 0  # the segment that holds the acceleration, or the end segment beyond it
+    while k + 2 < len(points) and acceleration > points[k + 1][0]:
+        k += 1
+    (r0, d0), (r1, d1) = points[k], points[min(k + 1, len(points) - 1)]
+    slope = (d1 - d0) / (r1 - r0) if r1 != r0 else 0.0
+    return max(d0 + slope * (acceleration - r0), points[0][1] / 3)
+
+
 @dataclass(frozen=True)
 class FlagThresholds:
-    """What makes a learned image out of distribution: a network residual above ``residual`` (or no residual, where
-    the report says why it could not judge the fit to the data, ``residual_unjudged``), or a disagreement above the
-    polyline through ``disagreement``'s ``[acceleration, limit]`` points, sorted by acceleration (a classical
-    reconstruction is worse at higher accelerations, so it may disagree more with a sound network; extended along
-    its end segments on both sides, never below a third of the first point's limit), or, for a diffusion method, an
-    uncertainty mean above ``uncertainty``, or for a prior trained at one scale, pixels outside the ``pixel_mm``
-    range it learned."""
+    """What makes a learned image out of distribution: a network residual above ``residual`` (one limit, or for a
+    method whose fit to the data loosens with the undersampling, a polyline of ``[acceleration, limit]`` points,
+    read as ``disagreement``'s is), or no residual where the report says why it could not judge the fit to the data
+    (``residual_unjudged``); or a disagreement above the polyline through ``disagreement``'s ``[acceleration,
+    limit]`` points (a classical reconstruction is worse at higher accelerations, so it may disagree more with a
+    sound network; ``along``); or, for a diffusion method, an uncertainty mean above ``uncertainty``; or for a prior
+    trained at one scale, pixels outside the ``pixel_mm`` range it learned."""
 
-    residual: float
-    disagreement: tuple[tuple[float, float], ...]
+    residual: float | Polyline
+    disagreement: Polyline
     uncertainty: float | None = None  # diffusion methods: the largest in-distribution uncertainty mean
     pixel_mm: tuple[float, float] | None = None  # CT prior: the pixel sizes its training slices spanned
 
+    def residual_at(self, acceleration: float | None) -> float:
+        """The residual limit at ``acceleration`` (without one, a polyline's largest limit)."""
+        if isinstance(self.residual, float | int):
+            return float(self.residual)
+        if acceleration is None:
+            return max(limit for _, limit in self.residual)
+        return along(self.residual, acceleration)
+
     def disagreement_at(self, acceleration: float) -> float:
-        points = self.disagreement
-        k = 0  # the segment that holds the acceleration, or the end segment beyond it
-        while k + 2 < len(points) and acceleration > points[k + 1][0]:
-            k += 1
-        (r0, d0), (r1, d1) = points[k], points[min(k + 1, len(points) - 1)]
-        slope = (d1 - d0) / (r1 - r0) if r1 != r0 else 0.0
-        return max(d0 + slope * (acceleration - r0), points[0][1] / 3)
+        return along(self.disagreement, acceleration)
 
     def reasons(self, report: dict[str, Any]) -> list[str]:
         out = []
-        rho = report.get("residual_network_max")
-        if rho is not None and rho > self.residual:
+        rho, acceleration = report.get("residual_network_max"), report.get("acceleration")
+        if rho is not None and rho > (most := self.residual_at(acceleration)):
+            at = "" if isinstance(self.residual, float | int) or acceleration is None else f" at {acceleration:.1f}x"
             out.append(f"the network image contradicts its own data: residual {rho:.2f} x the noise level "
-                       f"(in distribution at most {self.residual:.2f})")
+                       f"(in distribution at most {most:.2f}{at})")
         elif rho is None and report.get("residual_unjudged"):  # the report could not make its check on the data
             out.append(report["residual_unjudged"])
-        d, acceleration = report.get("disagreement"), report.get("acceleration")
+        d = report.get("disagreement")
         if d is not None and acceleration is not None and d > (limit := self.disagreement_at(acceleration)):
             out.append(f"it disagrees with the classical {report.get('baseline', BASELINE)} reconstruction by "
                        f"{100 * d:.1f}% (in distribution at most {100 * limit:.1f}% at {acceleration:.1f}x)")
@@ -97,7 +114,8 @@ class FlagThresholds:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"residual": self.residual, "disagreement": [list(p) for p in self.disagreement]}
+        residual = self.residual if isinstance(self.residual, float | int) else [list(p) for p in self.residual]
+        out: dict[str, Any] = {"residual": residual, "disagreement": [list(p) for p in self.disagreement]}
         if self.uncertainty is not None:
             out["uncertainty"] = self.uncertainty
         if self.pixel_mm is not None:
@@ -105,19 +123,29 @@ class FlagThresholds:
         return out
 
 
-def calibrate(rows: list[dict[str, Any]], margin: float, pixel_mm: tuple[float, float] | None = None
-              ) -> FlagThresholds:
+def calibrate(rows: list[dict[str, Any]], margin: float, pixel_mm: tuple[float, float] | None = None,
+              residual_by_acceleration: bool = False) -> FlagThresholds:
     """Thresholds from in-distribution reports: ``margin`` x the largest network residual (``residual_network_max``),
     ``margin`` x the largest ``disagreement`` of each ``nominal`` group placed at the group's mean ``acceleration``,
-    and for a diffusion method ``margin`` x the largest uncertainty mean; ``pixel_mm`` as given."""
+    and for a diffusion method ``margin`` x the largest uncertainty mean; ``pixel_mm`` as given. With
+    ``residual_by_acceleration`` the residual limit is a polyline too: at each group's point, ``margin`` x the largest
+    residual of that group and of every group less undersampled (a sparser acquisition leaves more to the prior, so
+    the limit never falls as the undersampling grows)."""
     groups: dict[Any, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["nominal"], []).append(row)
-    points = sorted((statistics.fmean(r["acceleration"] for r in g), margin * max(r["disagreement"] for r in g))
-                    for g in groups.values())
+    ordered = sorted(groups.values(), key=lambda g: statistics.fmean(r["acceleration"] for r in g))
+    at = [statistics.fmean(r["acceleration"] for r in g) for g in ordered]
+    points = tuple((a, margin * max(r["disagreement"] for r in g)) for a, g in zip(at, ordered, strict=True))
+    residual: float | Polyline = margin * max(r["residual_network_max"] for r in rows)
+    if residual_by_acceleration:
+        largest, limits = 0.0, []
+        for a, g in zip(at, ordered, strict=True):
+            largest = max(largest, *(r["residual_network_max"] for r in g))
+            limits.append((a, margin * largest))
+        residual = tuple(limits)
     spreads = [r["uncertainty"]["mean"] for r in rows if "uncertainty" in r]
-    return FlagThresholds(margin * max(r["residual_network_max"] for r in rows), tuple(points),
-                          margin * max(spreads) if spreads else None, pixel_mm)
+    return FlagThresholds(residual, points, margin * max(spreads) if spreads else None, pixel_mm)
 
 
 def calibrated_sampler(card: dict[str, Any]) -> dict[str, Any]:
@@ -141,8 +169,10 @@ def thresholds_of(card: dict[str, Any], sampler: dict[str, Any] | None = None) -
     limits = ood.get("thresholds")
     if not limits or sampler_differences(card, sampler):
         return None
-    spread, pixel = limits.get("uncertainty"), limits.get("pixel_mm")
-    return FlagThresholds(float(limits["residual"]), tuple((float(r), float(d)) for r, d in limits["disagreement"]),
+    spread, pixel, residual = limits.get("uncertainty"), limits.get("pixel_mm"), limits["residual"]
+    return FlagThresholds(float(residual) if isinstance(residual, float | int) else
+                          tuple((float(r), float(d)) for r, d in residual),
+                          tuple((float(r), float(d)) for r, d in limits["disagreement"]),
                           None if spread is None else float(spread),
                           None if pixel is None else (float(pixel[0]), float(pixel[1])))
 

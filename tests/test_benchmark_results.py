@@ -78,6 +78,26 @@ def test_ood_calibration_refuses_an_unknown_calibration_set():
     assert done.returncode == 2 and "--calibration-sets: unknown test; choose from val, val-orientation" in done.stderr
 
 
+def test_ct_flag_margin_and_thresholds_are_what_the_committed_rows_give():
+    """The CT prior's card holds the margin that benchmarks/ct_ood_calibrate.py's leave-one-slab-out rule picks from
+    its committed rows (validation slabs only), and the thresholds those rows give at that margin."""
+    code = ("import json; from benchmarks.ct_ood_calibrate import choose_margin, thresholds_from, pooled, "
+            "FALSE_FLAG_AIM; r = json.load(open('benchmarks/results/ct_ood_calibrate.json')); "
+            "card = json.load(open('models/zoo/ct-prior-brain-sim/card.json')); "
+            "pixel = tuple(card['ood']['thresholds']['pixel_mm']); "
+            "m, search = choose_margin(r['rows'], r['calibration_slabs'], pixel); "
+            "print(json.dumps({'margin': m, 'rate': pooled(search[m]), 'aim': FALSE_FLAG_AIM, "
+            "'smaller': [pooled(c) for k, c in search.items() if k < m], "
+            "'thresholds': thresholds_from(r['rows'], r['calibration_slabs'], m, pixel).to_dict()}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    rule = json.loads(done.stdout.strip().splitlines()[-1])
+    card = json.loads((ROOT / "models" / "zoo" / "ct-prior-brain-sim" / "card.json").read_text())
+    assert card["ood"]["margin"] == rule["margin"] and card["ood"]["thresholds"] == rule["thresholds"]
+    assert rule["rate"] <= rule["aim"] and all(rate > rule["aim"] for rate in rule["smaller"])
+
+
 def test_ct_ood_calibration_refuses_an_unknown_calibration_slab():
     done = _run("ct_ood_calibrate", "--calibration-slabs", "brain-tuning,brain-test")
     assert done.returncode == 2

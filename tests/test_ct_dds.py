@@ -238,12 +238,13 @@ def test_the_shipped_prior_is_calibrated_for_its_defaults():
     assert thresholds_of(card, {**defaults, "steps": 100}) is None  # other settings: not calibrated
     accelerations = [a for a, _ in limits.disagreement]
     assert len(accelerations) == 9 and accelerations == sorted(accelerations)  # one point per kind of acquisition
-    assert limits.residual > 1 and limits.pixel_mm == pytest.approx(training_pixel_range(card))
+    residual = limits.residual  # a polyline at the same points, never falling as the undersampling grows
+    assert [a for a, _ in residual] == accelerations and all(r > 1 for _, r in residual)
+    assert [r for _, r in residual] == sorted(r for _, r in residual)
+    assert limits.pixel_mm == pytest.approx(training_pixel_range(card))
     rates = card["ood"]["false_flag_rate"]
     assert rates["held-out"] < 0.05 and rates["held-out volumes"] >= 11
-    # the aim is under 5%; measured 2 of 32 (6.25%), two 2-view volumes at the top of the head flagged by
-    # their residual (DDS above ADMM-TV on both): this bar keeps it from growing
-    assert rates["whole test slab"] <= 2 / 32 and rates["whole test slab volumes"] >= 32
+    assert rates["whole test slab"] < 0.05 and rates["whole test slab volumes"] >= 32
 
 
 def test_the_whole_slab_figures_were_judged_by_the_shipped_thresholds():

@@ -2,13 +2,22 @@
 phantom under BART's masks) comes back from every learned method either at least as good as L1-wavelet or flagged;
 a flagged job says so in its status and its DICOM, and is never delivered to a PACS on its own."""
 
+import json
+
 import numpy as np
 import pydicom
 import pytest
 from job_inputs import submit
 from system_deps import require_tool
 
-from pipelines.confidence import FLAG_NOTE, FlagThresholds, consistency_report, consistency_summary, thresholds_of
+from pipelines.confidence import (
+    FLAG_NOTE,
+    FlagThresholds,
+    calibrate,
+    consistency_report,
+    consistency_summary,
+    thresholds_of,
+)
 from pipelines.io.fastmri import write_fastmri
 from pipelines.metrics import psnr
 from pipelines.pipeline import reconstruct
@@ -103,6 +112,29 @@ def test_report_and_flag_follow_the_thresholds():
         [0.2, 0.3, 0.25, 0.15, 0.1 / 3])  # beyond the ends along the end segments, floored as above
     assert limits.reasons({"residual_network_max": 1.1, "disagreement": 0.12, "acceleration": 6.0}) == []
     assert len(limits.reasons({"residual_network_max": 1.1, "disagreement": 0.12, "acceleration": 4.0})) == 1
+
+
+def test_a_residual_limit_that_grows_with_the_undersampling():
+    """CT's calibration (``residual_by_acceleration``): at each kind of acquisition, the margin x the largest residual
+    of that kind and of every kind less undersampled, read along the polyline like the disagreement."""
+    rows = [{"nominal": "8 views", "acceleration": 8.0, "residual_network_max": 4.0, "disagreement": 0.2},
+            {"nominal": "8 views", "acceleration": 8.0, "residual_network_max": 6.0, "disagreement": 0.1},
+            {"nominal": "4 views", "acceleration": 16.0, "residual_network_max": 5.0, "disagreement": 0.3},
+            {"nominal": "2 views", "acceleration": 32.0, "residual_network_max": 10.0, "disagreement": 0.4},
+            {"nominal": "16 views", "acceleration": 4.0, "residual_network_max": 2.0, "disagreement": 0.1}]
+    limits = calibrate(rows, 1.5, residual_by_acceleration=True)
+    def flat(points):
+        return [x for point in points for x in point]
+
+    assert flat(limits.residual) == pytest.approx([4.0, 3.0, 8.0, 9.0, 16.0, 9.0, 32.0, 15.0])
+    assert calibrate(rows, 1.5).residual == pytest.approx(15.0)  # the MRI flags' one limit
+    assert [limits.residual_at(a) for a in (6.0, 24.0, 2.0, None)] == pytest.approx([6.0, 12.0, 1.0, 15.0])
+    assert flat(limits.disagreement) == pytest.approx([4.0, 0.15, 8.0, 0.3, 16.0, 0.45, 32.0, 0.6])
+    assert limits.reasons({"residual_network_max": 8.0, "disagreement": 0.2, "acceleration": 16.0}) == []
+    too_far = limits.reasons({"residual_network_max": 8.0, "disagreement": 0.2, "acceleration": 6.0})
+    assert too_far == ["the network image contradicts its own data: residual 8.00 x the noise level (in "
+                       "distribution at most 6.00 at 6.0x)"]
+    assert thresholds_of({"ood": {"thresholds": json.loads(json.dumps(limits.to_dict()))}}) == limits
 
 
 def test_a_flagged_job_says_so_and_waits_for_a_reviewer(tmp_path, third_party):
