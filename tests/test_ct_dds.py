@@ -79,6 +79,7 @@ def test_onnx_engine_matches_torch(test_slab):
     (12, 120, {}, {"regime": "standard", "limited_angle": True, "lam": 4e-4, "rho": 0.01, "cg_iterations": 5,
                    "eta": 0.85, "start": 0.3}),
     (12, None, {"mode": "mbir"}, {"regime": "standard", "start": 1.0}),
+    (12, None, {"mode": "mbir", "corrector_snr": 0.16}, {"regime": "standard", "start": 1.0}),
     (12, None, {"start": 0.5}, {"start": 0.5}),
     (2, None, {}, {"regime": "few views", "limited_angle": False, "lam": 1.2e-4, "rho": 0.03, "cg_iterations": 2,
                    "eta": 1.0}),
@@ -92,6 +93,17 @@ def test_settings_left_null_are_chosen_by_the_acquisition(tmp_path, views, arc, 
     chosen = volume.attrs["chosen"]
     assert {k: chosen[k] for k in expected} == pytest.approx(expected)
     assert chosen["views"] == views
+
+
+def test_the_mbir_mode_runs_its_corrector_when_asked(tmp_path):
+    """``corrector_snr`` reaches the sampler (a Langevin step after each step: a different volume from the same
+    seed) and the report's sampler record; ``models.diffusion.sampling``'s Gaussian test checks its algebra."""
+    acq = read_sinogram(simulate_ct_dataset(tmp_path, views=8, source="brain-test", size=64, slices=2)[0])
+    plain = reconstruct(acq, "dds", {"mode": "mbir", "steps": 3}).volume
+    corrected = reconstruct(acq, "dds", {"mode": "mbir", "steps": 3, "corrector_snr": 0.16}).volume
+    assert np.abs(plain.data - corrected.data).max() > 1e-4
+    assert corrected.attrs["consistency_report"]["sampler"]["corrector_snr"] == 0.16
+    assert "corrector_snr" not in plain.attrs["consistency_report"]["sampler"]
 
 
 def test_grid_the_prior_cannot_take_is_refused(tmp_path):
@@ -114,6 +126,9 @@ def test_parameters_are_declared_and_checked():
         method.check({"start": 0.0})
     assert method.check({"start": 0.04, "steps": 41}).start == 0.04
     assert method.check({"mode": "mbir", "steps": 500}).steps == 500  # mbir starts from pure noise
+    assert method.check({"mode": "mbir", "corrector_snr": 0.16}).corrector_snr == 0.16
+    with pytest.raises(ValueError, match="a corrector is part of the mbir comparison mode only"):
+        method.check({"corrector_snr": 0.16})
     with pytest.raises(ValueError, match="is a rim, not a ct-prior"):
         method.check({"model_id": "rim-brain-sim"})
 

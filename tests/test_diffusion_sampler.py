@@ -152,6 +152,31 @@ def test_ancestral_sampling_reproduces_mean_and_covariance(prior8):
     assert _moments_error(prior8, bad)[1] > 0.4
 
 
+def test_a_langevin_corrector_keeps_the_prior(prior8, monkeypatch):
+    """The predictor-corrector sampler (DiffusionMBIR's; ``corrector_snr``): a Langevin step at each next noise
+    level leaves the marginal in place, so ancestral steps with it still reproduce the prior. 200 steps, snr 0.16,
+    4000 samples; measured over seeds 3-5: mean 0.016-0.025, covariance 0.039-0.057 (ancestral alone 0.014-0.028,
+    0.050-0.086)."""
+    import models.diffusion.sampling as sampling
+
+    n, den = 4000, GaussianDenoiser(prior8, SCHEDULE)
+    common = dict(steps=200, eta="ancestral", max_batch=n, corrector_snr=0.16)
+    x = diffusion_sample(den, SCHEDULE, (n, 8, 8), generator=_gen(3), **common)
+    mean_err, cov_err = _moments_error(prior8, x)
+    assert mean_err < 0.035 and cov_err < 0.08, (mean_err, cov_err)
+    with pytest.raises(ValueError, match="corrector_snr must be in"):
+        diffusion_sample(den, SCHEDULE, (2, 8, 8), steps=5, corrector_snr=0.0)
+
+    def without_noise(x, eps, abar, alpha, snr, generator=None):  # gradient ascent on the density
+        score = -eps / math.sqrt(1.0 - abar)
+        ratio = math.sqrt(64) / float(torch.linalg.vector_norm(score, dim=(-1, -2)).mean())
+        return x + 2.0 * alpha * (snr * ratio) ** 2 * score
+
+    monkeypatch.setattr(sampling, "langevin_correct", without_noise)
+    ascent = diffusion_sample(den, SCHEDULE, (n, 8, 8), generator=_gen(3), **common)
+    assert _moments_error(prior8, ascent)[1] > 0.5  # the spread collapses (measured 0.91)
+
+
 def test_a_warm_start_from_prior_draws_keeps_the_prior(prior8):
     """Noised to the first timestep, a draw of the prior is a draw of the marginal there, so the steps down from it
     reproduce the prior: this checks the warm start's noising (``abar`` of the first timestep, the fresh noise).

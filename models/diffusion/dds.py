@@ -17,7 +17,8 @@ measurement in the prior's normalised units, e.g. a sinogram of ``HU / 1000`` im
   ``models.diffusion.sampling``). What differs from the original: DiffusionMBIR is a VE-SDE predictor-corrector
   sampler (reverse-diffusion predictor plus one Langevin corrector: 2 network calls per step, 2000 steps, about
   4000 NFE) that runs its ADMM iteration (1 CG step) on the noisy iterate ``x0 + sigma z`` itself; here the prior
-  is VP with at most ``T = 1000`` steps and 1 network call per step, ``cg_iters`` CG steps are taken (pass 1 for
+  is VP with at most ``T = 1000`` steps and 1 network call per step (2 with ``corrector_snr``, the original's
+  Langevin corrector: ``models.diffusion.sampling``), ``cg_iters`` CG steps are taken (pass 1 for
   the original's count), ``D_z`` has a Neumann boundary where the reference code's is periodic, and the
   consistency acts on Tweedie's estimate. The literal translation, ADMM on the VE-equivalent iterate
   ``x_s / sqrt(abar_s)`` (``diffusion_sample(..., where="xt")``), is unstable with z and u kept across steps:
@@ -75,7 +76,7 @@ def dds_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Linea
                generator: torch.Generator | None = None, progress: Progress | None = None,
                x_init: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
                trace: list[StepInfo] | None = None, last_consistency: bool = True, start: float = 1.0,
-               warm_start: torch.Tensor | None = None) -> torch.Tensor:
+               warm_start: torch.Tensor | None = None, corrector_snr: float | None = None) -> torch.Tensor:
     """Reconstruct a volume of ``shape`` (e.g. ``(Z, H, W)``) from ``y = A x + noise`` (module docstring).
 
     ``steps`` in [1, T]; ``cg_iters`` in [1, 1000]; ``lam >= 0`` (TV weight along ``tv_axis``, absolute);
@@ -84,7 +85,8 @@ def dds_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Linea
     ``batch_dims``: leading axes of ``shape`` that index independent problems (``A`` acts on each alone);
     ``max_batch``: slices per denoiser call; ``last_consistency=False``: return the last Tweedie estimate
     (``diffusion_sample``); ``start`` in (0, 1], below 1 with ``warm_start`` (an image of ``shape``): the warm
-    start. Runs on ``y``'s device; returns the volume (dtype ``dtype``).
+    start; ``corrector_snr``: a Langevin corrector after each step (``diffusion_sample``; None: none). Runs on
+    ``y``'s device; returns the volume (dtype ``dtype``).
     """
     shape = check_shape(shape)
     if mode not in ("dds", "mbir"):
@@ -108,7 +110,8 @@ def dds_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: Linea
     return diffusion_sample(denoiser, schedule, shape, steps=steps, eta=eta, consistency=dc,
                             where="x0", max_batch=max_batch, generator=generator,
                             progress=progress, x_init=x_init, dtype=dtype, device=y.device, trace=trace,
-                            last_consistency=last_consistency, start=start, warm_start=warm_start)
+                            last_consistency=last_consistency, start=start, warm_start=warm_start,
+                            corrector_snr=corrector_snr)
 
 
 def dds_posterior(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, A: LinearOperator,  # noqa: N803

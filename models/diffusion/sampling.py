@@ -25,6 +25,16 @@ unconditionally the samples' spread shrinks at any number of steps. The ancestra
 et al.'s DDIM ``eta = 1``, ``sigma^2 = (1 - abar_s) / (1 - abar_t) (1 - abar_t / abar_s)``, which is the DDS
 parametrisation's ``eta = sigma / sqrt(1 - abar_s) = sqrt((1 - abar_t / abar_s) / (1 - abar_t))``
 (``ancestral_eta``); pass ``eta="ancestral"`` for it.
+
+``corrector_snr`` adds a Langevin corrector after every step but the last (Song et al., ICLR 2021, the
+predictor-corrector sampler DiffusionMBIR runs): at the next timestep ``s``, with ``alpha_s = abar_s / abar_{s-1}``
+(``1 - beta_s``), ``score = -denoiser(x_s, s) / sqrt(1 - abar_s)``, ``z ~ N(0, I)`` and the step
+``e = 2 alpha_s (snr ||z|| / ||score||)^2`` (norms per image, averaged)::
+
+    x_s = x_s + e score + sqrt(2 e) z
+
+one more network call per step: a Markov step that leaves the marginal at ``s`` in place, so the samples are those
+of the predictor, corrected towards it.
 """
 
 from __future__ import annotations
@@ -65,6 +75,19 @@ def ancestral_eta(abar_t: float, abar_s: float) -> float:
     return math.sqrt(max(0.0, 1.0 - abar_t / abar_s) / (1.0 - abar_t))
 
 
+def langevin_correct(x: torch.Tensor, eps: torch.Tensor, abar: float, alpha: float, snr: float,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """One Langevin corrector step at the noise level ``abar`` (module docstring), given the network's ``eps`` at
+    ``x``; norms are taken per image (the last two axes) and averaged."""
+    score = -eps / math.sqrt(1.0 - abar)
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    per_image = (-1, -2)
+    ratio = (torch.linalg.vector_norm(z, dim=per_image).mean()
+             / torch.linalg.vector_norm(score, dim=per_image).mean().clamp_min(1e-30))
+    step = 2.0 * alpha * float(snr * ratio) ** 2
+    return x + step * score + math.sqrt(2.0 * step) * z
+
+
 def _change(before: torch.Tensor, after: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(after - before) / torch.linalg.vector_norm(before).clamp_min(1e-30))
 
@@ -76,7 +99,7 @@ def diffusion_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, sh
                      x_init: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
                      device: torch.device | str = "cpu", trace: list[StepInfo] | None = None,
                      last_consistency: bool = True, start: float = 1.0,
-                     warm_start: torch.Tensor | None = None) -> torch.Tensor:
+                     warm_start: torch.Tensor | None = None, corrector_snr: float | None = None) -> torch.Tensor:
     """Run the loop of the module docstring on a volume of ``shape`` and return the final ``x0_tilde``.
 
     ``last_consistency=False`` returns the last step's Tweedie estimate instead (the network's clean image
@@ -89,7 +112,8 @@ def diffusion_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, sh
     starting ``x_T`` (default standard normal from ``generator``); ``progress(done, steps)`` after each step;
     ``trace``: a list that receives one ``StepInfo`` per step; ``start`` in (0, 1] with ``warm_start`` (an image
     estimate of ``shape``, noised here) or ``x_init`` (already at the first timestep's noise level), one of them
-    needed when ``start < 1``: the warm start of the module docstring. No autograd.
+    needed when ``start < 1``: the warm start of the module docstring; ``corrector_snr`` in (0, 1]: a Langevin
+    corrector after every step but the last (module docstring; None: none). No autograd.
     """
     if not isinstance(schedule, VPSchedule):
         raise ValueError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
@@ -100,6 +124,8 @@ def diffusion_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, sh
         raise ValueError(f"where must be 'x0' or 'xt', got {where!r}")
     if progress is not None and not callable(progress):
         raise ValueError("progress must be a callable progress(done, total) or None")
+    if corrector_snr is not None and not (isinstance(corrector_snr, float | int) and 0 < corrector_snr <= 1):
+        raise ValueError(f"corrector_snr must be in (0, 1] or None, got {corrector_snr!r}")
     volume_denoiser = as_volume_denoiser(denoiser, max_batch)
     times = schedule.timesteps(steps, start)
     abars = schedule.alphas_cumprod
@@ -137,6 +163,10 @@ def diffusion_sample(denoiser: Denoiser | SliceBatched, schedule: VPSchedule, sh
                 v_dc = consistency(v)
                 change = _change(v, v_dc) if trace is not None else 0.0
                 x = math.sqrt(abar_s) * v_dc
+            if corrector_snr is not None and k + 1 < len(times):
+                s = times[k + 1]
+                alpha_s = abar_s / float(abars[s - 1]) if s > 0 else abar_s
+                x = langevin_correct(x, volume_denoiser(x, s), abar_s, alpha_s, corrector_snr, generator)
             if trace is not None:
                 trace.append(StepInfo(k, t, abar_t, step_eta, change))
             if progress is not None:

@@ -74,6 +74,9 @@ class DDSParams(ZooModelParams, CTParams):
                               f"{FEW_VIEWS} views)")
     eta: float | None = Field(None, ge=0, le=1, description=f"DDIM stochasticity (null: 0.85, or 1.0 under "
                               f"{FEW_VIEWS} views, for dds; ancestral steps for mbir)")
+    corrector_snr: float | None = Field(
+        None, gt=0, le=1, description="mbir only: a Langevin corrector after each step at this signal-to-noise ratio, "
+        "as DiffusionMBIR's predictor-corrector sampler (0.16 there; 2 network calls per step); null: none")
     output: Literal["denoised", "consistent"] = Field(
         "denoised", description="denoised: the last step's network estimate, before the final data fit (chosen on "
         "the tuning slab); consistent: the last step's data-consistent image (the paper's output)")
@@ -92,6 +95,14 @@ class DDSParams(ZooModelParams, CTParams):
             why = f"start {start:g}" if start is not None else f"start null ({WARM_START:g} for mode dds)"
             raise ValueError(f"{why} leaves {first + 1} timesteps of the schedule, fewer than steps {steps}")
         return start
+
+
+    @field_validator("corrector_snr")
+    @classmethod
+    def _corrector_for_mbir(cls, snr: float | None, info: ValidationInfo) -> float | None:
+        if snr is not None and info.data.get("mode") != "mbir":
+            raise ValueError("a corrector is part of the mbir comparison mode only; set mode mbir or leave it null")
+        return snr
 
 
 def start_of(mode: str | None, start: float | None) -> float:
@@ -163,6 +174,8 @@ def run(acq: CTAcquisition, params: DDSParams, progress: Progress | None = None)
     settings = dict(steps=params.steps, cg_iters=cg_iterations, lam=lam * norm2, rho=chosen_rho * norm2,
                     eta=eta, mode=params.mode, max_batch=params.max_batch, progress=sampling,
                     last_consistency=params.output == "consistent", start=start)
+    if params.corrector_snr is not None:
+        settings["corrector_snr"] = params.corrector_snr
     std = None
     with torch.no_grad():
         ones = torch.ones((sino.shape[0], ny, nx), dtype=sino.dtype, device=sino.device)
@@ -202,8 +215,12 @@ def _when_done(stage: Progress | None) -> Progress | None:
 
 def sampler_record(params: DDSParams) -> dict[str, Any]:
     """The settings a DDS volume's consistency report holds for (``pipelines.confidence.judged``): those that
-    shape the image, as given (null: chosen by the acquisition, ``REGIMES``)."""
-    return {key: getattr(params, key) for key in SAMPLER_KEYS}
+    shape the image, as given (null: chosen by the acquisition, ``REGIMES``), and the mbir mode's corrector where
+    one runs."""
+    record = {key: getattr(params, key) for key in SAMPLER_KEYS}
+    if params.corrector_snr is not None:
+        record["corrector_snr"] = params.corrector_snr
+    return record
 
 
 METHOD = register(Method("dds", "ct", "Decomposed Diffusion Sampler: a 2D diffusion prior on axial slices joined "
