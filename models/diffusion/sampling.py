@@ -33,8 +33,8 @@ predictor-corrector sampler DiffusionMBIR runs): at the next timestep ``s``, wit
 
     x_s = x_s + e score + sqrt(2 e) z
 
-one more network call per step: a Markov step that leaves the marginal at ``s`` in place, so the samples are those
-of the predictor, corrected towards it.
+one more network call per step. A Langevin step leaves the marginal at ``s`` in place, so it can only pull the
+iterate back towards that marginal where the predictor's discretisation left it.
 """
 
 from __future__ import annotations
