@@ -137,7 +137,8 @@ def run_service_demo(out: Path, workers: int = 2, port: int | None = None) -> in
                     print(f"submitted {pipeline:<22} job {job['id']}")
             results = out / "results"
             for pipeline, job_id in submitted:
-                bar = tqdm(total=100, desc=pipeline, unit="%", file=sys.stderr, leave=False)
+                bar = tqdm(total=100, desc=pipeline, file=sys.stderr, leave=False,  # a job's percent done, no rate
+                           bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
 
                 def show(status: dict, bar: tqdm = bar, last: list = [None]) -> None:  # noqa: B006 - per-bar memo
                     shown = (round(100 * float(status.get("progress") or 0.0)), status["state"], status.get("step"))
