@@ -129,7 +129,7 @@ def main() -> None:
         x = reconstruct(acq, "dds", {"engine": "onnx", "output": args.output, **params}).volume.data
         sec = time.perf_counter() - t0
         p, s = axial(acq.reference, x)
-        calls = params["steps"] * (2 if params.get("corrector_snr") else 1) - (1 if params.get("corrector_snr") else 0)
+        calls = 2 * params["steps"] - 1 if params.get("corrector_snr") else params["steps"]  # none after the last
         rows[label] = {"params": params, "seconds": round(sec, 1), "network_calls_per_slice": calls,
                        "psnr": round(p, 2), "ssim": round(s, 4)}
         log(f"{label}: {rows[label]}")

@@ -134,13 +134,13 @@ def calibrate(rows: list[dict[str, Any]], margin: float, pixel_mm: tuple[float, 
     groups: dict[Any, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["nominal"], []).append(row)
-    ordered = sorted(groups.values(), key=lambda g: statistics.fmean(r["acceleration"] for r in g))
-    at = [statistics.fmean(r["acceleration"] for r in g) for g in ordered]
-    points = tuple((a, margin * max(r["disagreement"] for r in g)) for a, g in zip(at, ordered, strict=True))
+    placed = sorted(((statistics.fmean(r["acceleration"] for r in g), g) for g in groups.values()),
+                    key=lambda p: p[0])
+    points = tuple((a, margin * max(r["disagreement"] for r in g)) for a, g in placed)
     residual: float | Polyline = margin * max(r["residual_network_max"] for r in rows)
     if residual_by_acceleration:
         largest, limits = 0.0, []
-        for a, g in zip(at, ordered, strict=True):
+        for a, g in placed:
             largest = max(largest, *(r["residual_network_max"] for r in g))
             limits.append((a, margin * largest))
         residual = tuple(limits)

@@ -96,7 +96,6 @@ class DDSParams(ZooModelParams, CTParams):
             raise ValueError(f"{why} leaves {first + 1} timesteps of the schedule, fewer than steps {steps}")
         return start
 
-
     @field_validator("corrector_snr")
     @classmethod
     def _corrector_for_mbir(cls, snr: float | None, info: ValidationInfo) -> float | None:
@@ -173,9 +172,8 @@ def run(acq: CTAcquisition, params: DDSParams, progress: Progress | None = None)
     baseline = baseline_volume(acq, _when_done(checking)) if warm else None
     settings = dict(steps=params.steps, cg_iters=cg_iterations, lam=lam * norm2, rho=chosen_rho * norm2,
                     eta=eta, mode=params.mode, max_batch=params.max_batch, progress=sampling,
-                    last_consistency=params.output == "consistent", start=start)
-    if params.corrector_snr is not None:
-        settings["corrector_snr"] = params.corrector_snr
+                    last_consistency=params.output == "consistent", start=start,
+                    corrector_snr=params.corrector_snr)
     std = None
     with torch.no_grad():
         ones = torch.ones((sino.shape[0], ny, nx), dtype=sino.dtype, device=sino.device)
