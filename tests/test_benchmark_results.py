@@ -8,11 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, recon_command
 
 RESULTS = ("mri_brain", "ct_operators", "service_load", "unrolled_train_step", "validation_before_after",
            "mri_consistency_tune", "mri_ood_calibrate", "mri_consistency",
-           "unrolled_latency", "ct_ood_calibrate", "ct_ood_heldout_slab", "ct_dds_chest_prior", "dds_warm_start")
+           "unrolled_latency", "ct_ood_calibrate", "ct_ood_heldout_slab", "ct_dds_chest_prior", "dds_warm_start",
+           "mri_flair_oracle")
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -103,3 +104,41 @@ def test_ct_ood_calibration_refuses_an_unknown_calibration_slab():
     assert done.returncode == 2
     assert ("--calibration-slabs: unknown brain-test; choose from brain-tuning, brain-gap-low, brain-gap-high"
             in done.stderr)
+
+
+def test_flair_oracle_scores_both_networks_and_l1_wavelet_on_the_same_files(tmp_path):
+    """benchmarks/mri_flair_oracle.py at a tiny size, the shipped weights given as the oracle's: both networks score
+    the same on every file, L1-wavelet is scored beside them, and the summary is the rows' mean per acceleration."""
+    data = tmp_path / "flair"
+    for r in ("4", "8"):
+        done = subprocess.run([*recon_command(), "simulate", "mri", "--out", str(data),
+                               "--split", "test", "--contrast", "flair", "--acceleration", r, "--size", "64",
+                               "--slices", "1", "--coils", "4", "--max-files", "1"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              env={"PYTHONPATH": str(ROOT), "PATH": "", "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr
+    out = tmp_path / "oracle.json"
+    done = _run("mri_flair_oracle", "--weights", "models/zoo/recurrentvarnet-brain-randomized/model.pt",
+                "--data", str(data), "--val", str(data), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    base, oracle = result["base"]["model_id"], "oracle (fine-tuned on FLAIR)"
+    assert result["oracle"]["sha256"] == result["base"]["sha256"] and len(result["rows"]) == 2
+    assert result["base"]["on_flair_val"]["psnr"] == pytest.approx(
+        sum(row[base]["psnr"] for row in result["rows"]) / 2)
+    for row in result["rows"]:
+        assert row[oracle] == row[base] and row["l1-wavelet"]["psnr"] != row[base]["psnr"]
+    assert sorted(result["summary"]) == ["4x", "8x"]
+    for r, summary in result["summary"].items():
+        (row,) = [row for row in result["rows"] if row["file"].endswith(f"_{r}.h5")]
+        assert summary[base]["psnr"] == row[base]["psnr"]
+        assert summary[base]["gain_over_l1_db"] == row[base]["psnr"] - row["l1-wavelet"]["psnr"]
+
+
+def test_flair_oracle_summary_is_what_its_rows_give():
+    result = json.loads((ROOT / "benchmarks" / "results" / "mri_flair_oracle.json").read_text())
+    for r, summary in result["summary"].items():
+        rows = [row for row in result["rows"] if row["file"].endswith(f"_{r}.h5")]
+        assert len(rows) == 2
+        for name, figures in summary.items():
+            assert figures["psnr"] == pytest.approx(sum(row[name]["psnr"] for row in rows) / 2, abs=1e-9)
