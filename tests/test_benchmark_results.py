@@ -13,7 +13,7 @@ from conftest import ROOT, recon_command
 RESULTS = ("mri_brain", "ct_operators", "service_load", "unrolled_train_step", "validation_before_after",
            "mri_consistency_tune", "mri_ood_calibrate", "mri_consistency",
            "unrolled_latency", "ct_ood_calibrate", "ct_ood_heldout_slab", "ct_dds_chest_prior", "dds_warm_start",
-           "mri_flair_oracle")
+           "mri_flair_oracle", "mri_adps_small")
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -142,3 +142,18 @@ def test_flair_oracle_summary_is_what_its_rows_give():
         assert len(rows) == 2
         for name, figures in summary.items():
             assert figures["psnr"] == pytest.approx(sum(row[name]["psnr"] for row in rows) / 2, abs=1e-9)
+
+
+def test_small_priors_summary_is_what_its_rows_give():
+    """results/mri_adps_small.json: each (set, acceleration) summary is the mean of its files' figures, for
+    L1-wavelet and both 64 x 64 priors, over the T1/T2/PD test files and the FLAIR ones."""
+    result = json.loads((ROOT / "benchmarks" / "results" / "mri_adps_small.json").read_text())
+    assert sorted(result["summary"]) == ["test 4x", "test 8x", "test-contrast 4x", "test-contrast 8x"]
+    for group, summary in result["summary"].items():
+        name, r = group.split()
+        rows = [row for row in result["rows"] if row["set"] == name and row["acceleration"] == r]
+        assert len(rows) == (2 if name == "test-contrast" else 6)
+        assert sorted(summary) == sorted(["l1-wavelet", *result["priors"]])
+        for method, figures in summary.items():
+            for key, value in figures.items():
+                assert value == pytest.approx(sum(row[method][key] for row in rows) / len(rows), abs=1e-12)

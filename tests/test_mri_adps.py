@@ -167,7 +167,8 @@ def test_the_draws_spread_more_on_an_orientation_the_prior_never_saw():
     sagittal slice than on an axial one. Measured: t1 1.15% -> 1.42%, t2 1.18% -> 1.59%, pd 1.11% -> 1.40% (at gamma
     64, the value chosen on val that the card holds back: 0.99% -> 1.18%, 1.02% -> 1.35%, 0.98% -> 1.20%); over
     the benchmark's held-out volumes at the defaults (50 steps) 0.52% / 0.80% axial against 0.92% / 1.14% sagittal
-    at 4x / 8x (BENCHMARKS.md, A-DPS's flag). The held-out contrast (FLAIR) shows no such rise."""
+    at 4x / 8x (BENCHMARKS.md, A-DPS's flag). The held-out contrast (FLAIR) shows no such rise, nor does it with
+    priors trained further at 64 x 64 (benchmarks/mri_adps_small.py)."""
     cfg = mri.MRISimulationConfig(size=128, coils=8, slices=1)
     for contrast in ("t1", "t2", "pd"):
         spread = {}
