@@ -41,16 +41,13 @@ import numpy as np
 from benchmarks.mri_adps import uncertainty_figures
 from pipelines.evaluate import dataset_files
 from pipelines.io.fastmri import read_fastmri
-from pipelines.metrics import nmse, psnr, ssim
+from pipelines.metrics import evaluate_volume
 from pipelines.pipeline import reconstruct
 from pipelines.zoo import ZOO_DIR, load_card
 
 PRIORS = ("mri-prior-full-brain-sim64", "mri-prior-ambient-brain-sim64")
 SETS = ("test", "test-contrast")
 
-
-def scored(reference: np.ndarray, image: np.ndarray) -> dict[str, float]:
-    return {"psnr": psnr(reference, image), "ssim": ssim(reference, image), "nmse": nmse(reference, image)}
 
 
 def adps_row(acq: Any, model_id: str, samples: int) -> dict[str, Any]:
@@ -60,7 +57,7 @@ def adps_row(acq: Any, model_id: str, samples: int) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     image = np.abs(volume.data)
     figures = [uncertainty_figures(acq.reference[s], image[s], volume.uncertainty[s]) for s in range(len(image))]
-    return {**scored(acq.reference, image), "seconds": seconds,
+    return {**evaluate_volume(acq.reference, image), "seconds": seconds,
             "uncertainty_mean": volume.attrs["consistency_report"]["uncertainty"]["mean"],
             **{k: statistics.fmean(f[k] for f in figures) for k in figures[0]}}
 
@@ -92,7 +89,7 @@ def main() -> None:
             acq = read_fastmri(path)
             l1 = np.abs(reconstruct(acq, "l1-wavelet", {}).volume.data)
             row: dict[str, Any] = {"set": name, "file": path.name, "acceleration": path.stem.rsplit("_", 1)[1],
-                                   "l1-wavelet": scored(acq.reference, l1)}
+                                   "l1-wavelet": evaluate_volume(acq.reference, l1)}
             for model_id in priors:
                 row[model_id] = adps_row(acq, model_id, args.samples)
             rows.append(row)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ from models.unrolled import build_model
 from pipelines.evaluate import dataset_files
 from pipelines.io.fastmri import read_fastmri
 from pipelines.learned import reconstruct_acquisition
-from pipelines.metrics import nmse, psnr, ssim
+from pipelines.metrics import evaluate_volume
 from pipelines.pipeline import reconstruct
 from pipelines.sampling import acquisition_mask
 from pipelines.train import validate
@@ -44,9 +45,6 @@ from pipelines.zoo import load_model
 
 BASE = "recurrentvarnet-brain-randomized"
 
-
-def scores(reference: np.ndarray, image: np.ndarray) -> dict[str, float]:
-    return {"psnr": psnr(reference, image), "ssim": ssim(reference, image), "nmse": nmse(reference, image)}
 
 
 def validation_log(path: Path) -> list[dict[str, float]]:
@@ -73,11 +71,11 @@ def main() -> None:
     for path in dataset_files(args.data):
         acq = read_fastmri(path)
         mask, num_low = acquisition_mask(acq)
-        row = {"file": Path(path).name, "l1-wavelet": scores(acq.reference, np.abs(reconstruct(acq, "l1-wavelet",
-                                                                                              {}).volume.data))}
+        l1 = np.abs(reconstruct(acq, "l1-wavelet", {}).volume.data)
+        row = {"file": Path(path).name, "l1-wavelet": evaluate_volume(acq.reference, l1)}
         with torch.no_grad():
             for name, net in networks.items():
-                row[name] = scores(acq.reference, np.abs(reconstruct_acquisition(net, acq, mask, num_low)))
+                row[name] = evaluate_volume(acq.reference, np.abs(reconstruct_acquisition(net, acq, mask, num_low)))
         rows.append(row)
         print(row["file"], {k: round(v["psnr"], 2) for k, v in row.items() if k != "file"}, flush=True)
     summary = {}
@@ -89,8 +87,8 @@ def main() -> None:
             summary[r][name]["gain_over_l1_db"] = summary[r][name]["psnr"] - summary[r]["l1-wavelet"]["psnr"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
-        "command": "OMP_NUM_THREADS=1 PYTHONPATH=. python " + shlex.join(["benchmarks/mri_flair_oracle.py",
-                                                                          *sys.argv[1:]]),
+        "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} PYTHONPATH=. python "
+                   + shlex.join(["benchmarks/mri_flair_oracle.py", *sys.argv[1:]]),
         "data": args.data, "base": {"model_id": BASE, "sha256": card["sha256"],
                                     "on_flair_val": validate(shipped, args.val) if Path(args.val).is_dir() else None},
         "oracle": {"weights": args.weights, "sha256": hashlib.sha256(blob).hexdigest(),
