@@ -49,7 +49,6 @@ PRIORS = ("mri-prior-full-brain-sim64", "mri-prior-ambient-brain-sim64")
 SETS = ("test", "test-contrast")
 
 
-
 def adps_row(acq: Any, model_id: str, samples: int) -> dict[str, Any]:
     start = time.perf_counter()
     volume = reconstruct(acq, "adps", {"model_id": model_id, "engine": "onnx", "mode": "fast",

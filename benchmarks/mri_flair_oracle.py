@@ -37,14 +37,13 @@ from models.unrolled import build_model
 from pipelines.evaluate import dataset_files
 from pipelines.io.fastmri import read_fastmri
 from pipelines.learned import reconstruct_acquisition
-from pipelines.metrics import evaluate_volume
+from pipelines.metrics import METRICS, evaluate_volume
 from pipelines.pipeline import reconstruct
 from pipelines.sampling import acquisition_mask
 from pipelines.train import validate
 from pipelines.zoo import load_model
 
 BASE = "recurrentvarnet-brain-randomized"
-
 
 
 def validation_log(path: Path) -> list[dict[str, float]]:
@@ -81,7 +80,7 @@ def main() -> None:
     summary = {}
     for r in sorted({row["file"].rsplit("_", 1)[1].removesuffix(".h5") for row in rows}):
         group = [row for row in rows if row["file"].endswith(f"_{r}.h5")]
-        summary[r] = {name: {m: float(np.mean([row[name][m] for row in group])) for m in ("psnr", "ssim", "nmse")}
+        summary[r] = {name: {m: float(np.mean([row[name][m] for row in group])) for m in METRICS}
                       for name in ("l1-wavelet", *networks)}
         for name in networks:
             summary[r][name]["gain_over_l1_db"] = summary[r][name]["psnr"] - summary[r]["l1-wavelet"]["psnr"]
